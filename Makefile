@@ -1,0 +1,51 @@
+# Everything runs inside .venv, which the targets below create or refresh themselves.
+# DEVICE=cpu (default when no NVIDIA GPU is visible) or DEVICE=cuda picks the torch /
+# fbgemm / faiss builds; that is the only difference between the two installs.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+DEVICE ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+STAMP := $(VENV)/.installed-$(DEVICE)
+REQS := requirements/common.txt requirements/$(DEVICE).txt requirements/dev.txt pyproject.toml
+DATASET ?= criteo_kaggle
+DAYS ?= 0-23
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test test-fast smoke reproduce-table1 results bench-train clean-runs
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-20s %s\n", $$1, $$2}'
+
+$(STAMP): $(REQS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	# torch/fbgemm/faiss first: torchrec declares the CUDA fbgemm-gpu, so it comes without deps
+	$(PY) -m pip install --quiet -r requirements/$(DEVICE).txt
+	$(PY) -m pip install --quiet -r requirements/common.txt -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps torchrec==1.8.0
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -c "import torch, fbgemm_gpu, torchrec, faiss; print('installed: torch', torch.__version__, '| torchrec', torchrec.__version__, '| faiss', faiss.__version__)"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+venv: $(STAMP) ## create or refresh .venv (DEVICE=cpu|cuda)
+
+test: $(STAMP) ## run the whole test suite (about 10 minutes on 2 CPU cores)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: $(STAMP) ## the tests that take seconds (no end-to-end training)
+	$(PY) -m pytest -q -m "not slow"
+
+smoke: $(STAMP) ## one tiny training run (under a minute on CPU)
+	$(PY) -m cce_dlrm.train experiment=smoke
+
+reproduce-table1: $(STAMP) ## sweep methods x budgets on the default dataset, then build results/
+	$(PY) -m cce_dlrm.train -m experiment=table1 hydra.sweep.dir=runs/table1
+	$(PY) -m cce_dlrm.results.collect runs/table1 --out results/table1
+
+bench-train: $(STAMP) ## our training step vs torchrec's plain DLRM (samples/s)
+	$(PY) benchmarks/bench_train.py
+
+clean-runs: ## delete runs/ (training outputs)
+	rm -rf runs

@@ -1,0 +1,125 @@
+"""Process group, device and DistributedModelParallel: the one place that decides sharding.
+
+One code path serves 1 process and many: a plain ``python -m cce_dlrm.train`` runs a
+process group of size 1; ``torchrun --nproc_per_node=N`` runs N. The CPU/GPU differences
+are exactly these, all in this file: the device (``cuda:<local rank>`` or ``cpu``), the
+collective backend (NCCL or gloo) and the planner's compute device; row-wise sharding is
+refused on CPU because fbgemm implements it only for CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.types import ShardingType
+from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+from cce_dlrm.embeddings.base import ConfigError, TableMethod
+
+SHARDING_TYPES = {
+    "auto": None,
+    "table_wise": ShardingType.TABLE_WISE.value,
+    "column_wise": ShardingType.COLUMN_WISE.value,
+    "table_column_wise": ShardingType.TABLE_COLUMN_WISE.value,
+    "row_wise": ShardingType.ROW_WISE.value,
+    "data_parallel": ShardingType.DATA_PARALLEL.value,
+}
+
+
+@dataclass
+class Runtime:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_runtime(device: str = "auto") -> Runtime:
+    """Initialises the default process group from torchrun's environment (or a 1-process one)."""
+    rank = int(os.environ.get("RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device=cuda but no CUDA device is visible; use device=cpu")
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+        backend = "nccl"
+    elif device == "cpu":
+        dev, backend = torch.device("cpu"), "gloo"
+        if "OMP_NUM_THREADS" not in os.environ:
+            # N processes x all cores each oversubscribes the CPU, and OpenMP's spinning
+            # threads then make small kernels 10-100x slower: share the cores out.
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    else:
+        raise ConfigError(f"device must be auto, cpu or cuda, got {device!r}")
+    if not dist.is_initialized():
+        if "MASTER_ADDR" in os.environ:
+            dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        else:
+            # a single process without torchrun: a private in-memory store, no port needed
+            dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)
+    return Runtime(rank, world_size, local_rank, dev, backend)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard_model(model: nn.Module, runtime: Runtime, sharding_type: str, lr: float) -> tuple[nn.Module, CombinedOptimizer]:
+    """Wraps ``model`` in DistributedModelParallel and builds the optimizer.
+
+    Embedding tables get fbgemm's fused SGD (applied in the backward pass, no gradient
+    tensors for the tables); everything else (MLPs, non-table method parameters) plain SGD
+    over DDP. Both use ``lr``, as the DLRM reference does.
+    """
+    if sharding_type not in SHARDING_TYPES:
+        raise ConfigError(f"sharding_type must be one of {sorted(SHARDING_TYPES)}, got {sharding_type!r}")
+    if sharding_type == "row_wise" and runtime.device.type != "cuda":
+        raise ConfigError("row_wise sharding needs CUDA (fbgemm has no CPU kernel for it)")
+    tables = [t for _, m in _table_methods(model) for t in m.sub_tables]
+    for _, method in _table_methods(model):
+        apply_optimizer_in_backward(torch.optim.SGD, method.ebc.parameters(), {"lr": lr})
+    constraints = None
+    if SHARDING_TYPES[sharding_type] is not None:
+        constraints = {t.name: ParameterConstraints(sharding_types=[SHARDING_TYPES[sharding_type]])
+                       for t in tables}
+    topology = Topology(world_size=runtime.world_size, compute_device=runtime.device.type,
+                        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", runtime.world_size)))
+    sharders = [EmbeddingBagCollectionSharder()]
+    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
+    plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
+    dmp = DistributedModelParallel(model, device=runtime.device, plan=plan, sharders=sharders)
+    dense = KeyedOptimizerWrapper(
+        dict(in_backward_optimizer_filter(dmp.named_parameters())),
+        lambda params: torch.optim.SGD(params, lr=lr),
+    )
+    return dmp, CombinedOptimizer([dmp.fused_optimizer, dense])
+
+
+def _table_methods(model: nn.Module):
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, TableMethod)]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's module inside DMP (and DDP)."""
+    inner = getattr(model, "module", model)
+    return getattr(inner, "module", inner)

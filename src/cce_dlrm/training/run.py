@@ -1,0 +1,142 @@
+"""Builds one training run from a composed config and runs it; returns its metrics.
+
+The data flows one way: dataset folder (meta.json + arrays) -> loaders -> embedding
+method (from ``cfg.method``) -> DLRM -> DistributedModelParallel -> training loop ->
+TensorBoard and ``metrics.json`` in the run folder.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cce_dlrm.data.loader import SplitLoader
+from cce_dlrm.data.processed import ProcessedDataset
+from cce_dlrm.embeddings.base import ConfigError, FeatureSpec, TableMethod, TrainContext, TableAccess
+from cce_dlrm.model.dlrm import DLRM
+from cce_dlrm.training.distributed import Runtime, init_runtime, shard_model, unwrap
+from cce_dlrm.training.evaluation import entropy_bce
+from cce_dlrm.training.loop import LoopSettings, total_steps, train_loop
+from cce_dlrm.training.run_record import RunRecord
+from cce_dlrm.training.table_access import ShardedTableAccess
+
+
+def open_dataset(dataset_cfg: DictConfig, runtime: Runtime) -> ProcessedDataset:
+    """Opens the processed dataset; an embedded one (``build`` set) is generated if missing."""
+    if dataset_cfg.get("build") is not None:
+        if runtime.is_main:
+            instantiate(dataset_cfg.build)(path=dataset_cfg.path)
+        if dist.is_initialized():
+            dist.barrier()
+    return ProcessedDataset(dataset_cfg.path)
+
+
+def build_method(cfg: DictConfig, dataset: ProcessedDataset, device: str | None):
+    features = [FeatureSpec(n, c) for n, c in zip(dataset.sparse_names, dataset.cardinalities)]
+    factory = instantiate(cfg.method)
+    if not callable(factory):
+        raise ConfigError("a method config must set `_partial_: true` (its sizes come at run time)")
+    return factory(features=features, dim=cfg.model.embedding_dim, max_table_params=cfg.max_table_params,
+                   init_std=cfg.init_std, seed=cfg.seed, device=device)
+
+
+def build_model(cfg: DictConfig, dataset: ProcessedDataset, device: str | None = None) -> DLRM:
+    """The (unsharded) DLRM for ``cfg``; tables on ``device`` ('meta' before sharding)."""
+    torch.manual_seed(cfg.seed)  # same MLP init on every rank and every rerun
+    method = build_method(cfg, dataset, device)
+    return DLRM(method, dense_in_features=dataset.meta["num_dense"],
+                bottom_mlp=cfg.model.bottom_mlp, top_mlp=cfg.model.top_mlp)
+
+
+def _table_access(model, method, runtime: Runtime) -> TableAccess | None:
+    if isinstance(method, TableMethod):
+        return ShardedTableAccess(model, "embedding", method, runtime.device)
+    return None  # the method has no torchrec tables
+
+
+def _broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast(tensor, src)
+    return tensor
+
+
+def run_training(cfg: DictConfig, run_dir: Path | str, method_key: str = "?") -> dict:
+    run_dir = Path(run_dir)
+    runtime = init_runtime(cfg.device)
+    started = time.time()
+    dataset = open_dataset(cfg.dataset, runtime)
+    trainer = cfg.trainer
+    loaders = {
+        "train": SplitLoader(dataset.split("train"), dataset.sparse_names, trainer.batch_size,
+                             runtime.rank, runtime.world_size, shuffle=True, seed=cfg.seed),
+        "val": SplitLoader(dataset.split("val"), dataset.sparse_names, trainer.eval_batch_size,
+                           runtime.rank, runtime.world_size),
+        "test": SplitLoader(dataset.split("test"), dataset.sparse_names, trainer.eval_batch_size,
+                            runtime.rank, runtime.world_size),
+    }
+    if len(loaders["train"]) == 0:
+        raise ConfigError(f"the training split ({loaders['train'].rows} rows) has no full batch of "
+                          f"{trainer.batch_size}")
+    model = build_model(cfg, dataset, device="meta")
+    method = model.embedding
+    learned = method.learned_params()
+    aux = method.aux_bytes()
+    model, optimizer = shard_model(model, runtime, trainer.sharding_type, trainer.lr)
+    method = unwrap(model).embedding
+    access = _table_access(model, method, runtime)
+    if isinstance(access, ShardedTableAccess):
+        access.reset(method)
+    context = TrainContext(tables=access, rank=runtime.rank, world_size=runtime.world_size,
+                           broadcast=_broadcast)
+
+    writer = None
+    if runtime.is_main and cfg.logger.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tensorboard"))
+        writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```")
+        writer.add_scalar("params/learned_total", sum(learned), 0)
+        writer.add_scalar("params/largest_table", max(learned), 0)
+        writer.add_scalar("memory/aux_bytes", sum(aux), 0)
+    click_rate = float(dataset.split("train").labels[:].mean()) if loaders["train"].rows else 0.5
+    settings = LoopSettings(epochs=trainer.epochs, max_steps=trainer.max_steps, val_every=trainer.val_every,
+                            log_every=cfg.logger.log_every, progress=cfg.logger.progress_bar)
+    record = RunRecord(
+        run_dir / "metrics.json", enabled=runtime.is_main, status="running",
+        method=method_key, dataset=cfg.dataset.name, max_table_params=cfg.max_table_params,
+        embedding_dim=cfg.model.embedding_dim, seed=cfg.seed, world_size=runtime.world_size,
+        device=runtime.device.type, sharding_type=trainer.sharding_type,
+        batch_size=trainer.batch_size, lr=trainer.lr,
+        planned_steps=total_steps(settings, len(loaders["train"])),
+        learned_params=sum(learned), learned_params_largest_table=max(learned),
+        learned_params_per_feature=learned,
+        learned_bytes=sum(learned) * 4, aux_bytes=sum(aux), aux_bytes_per_feature=aux,
+        baseline_bce=entropy_bce(click_rate), rows=dataset.rows,
+        host=platform.node(), config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    try:
+        result = train_loop(model, optimizer, method, context, loaders, runtime.device, settings,
+                            writer, record, runtime.is_main)
+    except BaseException as err:
+        record.update(status="failed", error=f"{type(err).__name__}: {err}",
+                      wall_seconds=time.time() - started)
+        raise
+    finally:
+        if writer is not None:
+            writer.close()
+    # a method may change its accounting during training (pq after quantization)
+    learned, aux = method.learned_params(), method.aux_bytes()
+    record.update(
+        status="completed", steps=result.steps, samples_per_second=result.samples_per_second,
+        train_seconds=result.train_seconds, wall_seconds=time.time() - started,
+        learned_params=sum(learned), learned_params_largest_table=max(learned),
+        learned_params_per_feature=learned, learned_bytes=sum(learned) * 4,
+        aux_bytes=sum(aux), aux_bytes_per_feature=aux,
+    )
+    return record.data
