@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed-$(DEVICE)
 REQS := requirements/common.txt requirements/$(DEVICE).txt requirements/dev.txt pyproject.toml
 DATASET ?= criteo_kaggle
 DAYS ?= 0-23
+EXPERIMENT ?= table1_synthetic
 
 .DEFAULT_GOAL := help
 .PHONY: help venv test test-fast smoke reproduce-table1 results bench-train clean-runs
@@ -40,9 +41,10 @@ test-fast: $(STAMP) ## the tests that take seconds (no end-to-end training)
 smoke: $(STAMP) ## one tiny training run (under a minute on CPU)
 	$(PY) -m cce_dlrm.train experiment=smoke
 
-reproduce-table1: $(STAMP) ## sweep methods x budgets on the default dataset, then build results/
-	$(PY) -m cce_dlrm.train -m experiment=table1 hydra.sweep.dir=runs/table1
-	$(PY) -m cce_dlrm.results.collect runs/table1 --out results/table1
+reproduce-table1: $(STAMP) ## the baseline + methods x budgets (EXPERIMENT=table1 for Criteo Kaggle), then results/
+	$(PY) -m cce_dlrm.train experiment=$(EXPERIMENT) method=full max_table_params=null hydra.run.dir=runs/$(EXPERIMENT)/full
+	$(PY) -m cce_dlrm.train -m experiment=$(EXPERIMENT) hydra.sweep.dir=runs/$(EXPERIMENT)/sweep
+	$(PY) -m cce_dlrm.results.collect runs/$(EXPERIMENT) --out results/$(EXPERIMENT)
 
 bench-train: $(STAMP) ## our training step vs torchrec's plain DLRM (samples/s)
 	$(PY) benchmarks/bench_train.py

@@ -9,6 +9,7 @@ Examples::
 
 from __future__ import annotations
 
+import os
 import sys
 
 import hydra
@@ -16,6 +17,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from cce_dlrm.config_errors import USER_ERRORS, format_user_error
+
+
+def _is_main() -> bool:
+    return os.environ.get("RANK", "0") == "0"
 
 
 @hydra.main(version_base="1.3", config_path="../../configs", config_name="config")
@@ -31,6 +36,10 @@ def main(cfg: DictConfig) -> float:
         sys.exit(format_user_error(err))
     finally:
         shutdown()
+    if _is_main():
+        print(f"best val BCE {metrics['best_val_bce']:.5f} (AUC {metrics['best_val_auc']:.4f}) at step "
+              f"{metrics['best_step']}, test BCE {metrics['test_bce']:.5f}; "
+              f"{hydra_cfg.runtime.output_dir}/metrics.json")
     # returned for Hydra sweepers (e.g. Optuna) that minimise the validation BCE
     return metrics["best_val_bce"]
 

@@ -9,7 +9,9 @@ refused on CPU because fbgemm implements it only for CUDA.
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +26,8 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from cce_dlrm.embeddings.base import ConfigError, TableMethod
+
+log = logging.getLogger(__name__)
 
 SHARDING_TYPES = {
     "auto": None,
@@ -48,8 +52,38 @@ class Runtime:
         return self.rank == 0
 
 
+_CHATTER = ("Sharding spec not found", "[TBE=")
+
+
+def _drop_library_chatter(record: logging.LogRecord) -> bool:
+    return not (record.levelno < logging.ERROR and str(record.msg).startswith(_CHATTER))
+
+
+def quiet_library_logs() -> None:
+    """Silences messages that say nothing actionable about a run of this project.
+
+    * torchrec logs one warning per data-parallel table ("caching params will be ignored");
+    * PyTorch warns that fbgemm's dense (data-parallel) lookup has no registered autograd
+      kernel; training with data-parallel tables gives the same numbers as table-wise and
+      column-wise sharding (tests/test_training.py compares them), so the warning is noise.
+    """
+    logging.getLogger("torchrec.distributed.utils").setLevel(logging.ERROR)
+    # the planner's tables and notes are for torchrec developers; `plan_summary` says what matters
+    logging.getLogger("torchrec.distributed.planner").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="torchrec.distributed.planner")
+    logging.getLogger("torchrec.distributed.collective_utils").setLevel(logging.WARNING)
+    logging.getLogger("torchrec.distributed.embedding_lookup").setLevel(logging.WARNING)
+    logging.getLogger("torchrec.distributed.embeddingbag").setLevel(logging.WARNING)
+    # torchrec/fbgemm log these through the root logger, once per table or kernel
+    logging.getLogger().addFilter(_drop_library_chatter)
+    warnings.filterwarnings("ignore", message=".*dense_embedding_codegen_lookup_function.*")
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*`broadcast_buffers` is deprecated.*")
+
+
 def init_runtime(device: str = "auto") -> Runtime:
     """Initialises the default process group from torchrun's environment (or a 1-process one)."""
+    quiet_library_logs()
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -107,12 +141,22 @@ def shard_model(model: nn.Module, runtime: Runtime, sharding_type: str, lr: floa
     sharders = [EmbeddingBagCollectionSharder()]
     planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
     plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
+    log.info("sharding plan: %s", plan_summary(plan))
     dmp = DistributedModelParallel(model, device=runtime.device, plan=plan, sharders=sharders)
     dense = KeyedOptimizerWrapper(
         dict(in_backward_optimizer_filter(dmp.named_parameters())),
         lambda params: torch.optim.SGD(params, lr=lr),
     )
     return dmp, CombinedOptimizer([dmp.fused_optimizer, dense])
+
+
+def plan_summary(plan) -> dict[str, int]:
+    """How many tables got each sharding type, e.g. {'table_wise': 20, 'data_parallel': 6}."""
+    counts: dict[str, int] = {}
+    for module_plan in plan.plan.values():
+        for param in module_plan.values():
+            counts[param.sharding_type] = counts.get(param.sharding_type, 0) + 1
+    return counts
 
 
 def _table_methods(model: nn.Module):
