@@ -70,7 +70,8 @@ def markdown_table(agg: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(agg: pd.DataFrame, path: Path) -> None:
+def plot(agg: pd.DataFrame, path: Path, close: bool = True):
+    """Draws and saves the BCE-vs-parameters figure; returns it when ``close`` is False."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,7 +93,10 @@ def plot(agg: pd.DataFrame, path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=130)
-    plt.close(fig)
+    if close:
+        plt.close(fig)
+        return None
+    return fig
 
 
 def collect(root: Path | str, out: Path | str) -> pd.DataFrame:
