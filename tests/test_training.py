@@ -42,3 +42,17 @@ def test_two_processes_match_one_process(tmp_path, data_dir, sharding):
         # float sums in another order (all-to-all, allreduce): equal to ~1e-6 in practice
         assert b["val_bce"] == pytest.approx(a["val_bce"], abs=1e-4)
         assert b["val_auc"] == pytest.approx(a["val_auc"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_multirun_gives_each_job_its_own_folder(tmp_path, data_dir):
+    sweep = tmp_path / "sweep"
+    result = run_cli(["-m", *SMOKE, f"paths.data_dir={data_dir}", f"hydra.sweep.dir={sweep}",
+                      "method=full,hashing", "trainer.max_steps=20", "trainer.val_every=10",
+                      "logger.tensorboard=false"], cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0_full_P400", "1_hashing_P400"]
+    metrics = [read_metrics(sweep / job) for job in jobs]
+    assert [m["method"] for m in metrics] == ["full", "hashing"]
+    assert metrics[0]["learned_params"] > metrics[1]["learned_params"]

@@ -16,7 +16,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from cce_dlrm import run_stamp
 from cce_dlrm.config_errors import USER_ERRORS, format_user_error
+
+run_stamp.register()
 
 
 def _is_main() -> bool:
