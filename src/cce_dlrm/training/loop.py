@@ -100,15 +100,16 @@ def train_loop(model: nn.Module, optimizer, method: EmbeddingMethod, context: Tr
             scalars = method.on_train_step(step, steps, context)
             result.train_seconds += time.perf_counter() - tic
             result.samples += batch_size
-            running_loss += loss.item()
+            running_loss += loss.detach()  # no .item() per step: it would sync a GPU
             running_n += 1
             for name, value in scalars.items():
                 log(f"method/{name}", value, step)
             if step % settings.log_every == 0 or step == steps:
                 elapsed = time.perf_counter() - window_start
-                log("train/loss", running_loss / running_n, step)
+                mean_loss = float(running_loss) / running_n
+                log("train/loss", mean_loss, step)
                 log("train/samples_per_sec", running_n * batch_size / max(elapsed, 1e-9), step)
-                bar.set_postfix(loss=f"{running_loss / running_n:.4f}")
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
                 running_loss, running_n, window_start = 0.0, 0, time.perf_counter()
             bar.update(1)
             if step % settings.val_every == 0 and step < steps:
