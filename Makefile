@@ -13,7 +13,7 @@ DAYS ?= 0-23
 EXPERIMENT ?= table1_synthetic
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-fast smoke reproduce-table1 results bench-train clean-runs
+.PHONY: help venv test test-fast smoke download-criteo preprocess reproduce-table1 bench-train bench-preprocess clean-runs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-20s %s\n", $$1, $$2}'
@@ -41,6 +41,12 @@ test-fast: $(STAMP) ## the tests that take seconds (no end-to-end training)
 smoke: $(STAMP) ## one tiny training run (under a minute on CPU)
 	$(PY) -m cce_dlrm.train experiment=smoke
 
+download-criteo: ## fetch a Criteo dataset into data/raw/$(DATASET)/ (DATASET=criteo_terabyte DAYS=0-23)
+	scripts/download_criteo.sh $(DATASET) $(DAYS)
+
+preprocess: $(STAMP) ## raw Criteo files -> data/processed/$(DATASET)/ (Hydra overrides in ARGS="...")
+	$(PY) -m cce_dlrm.preprocess dataset=$(DATASET) $(ARGS)
+
 reproduce-table1: $(STAMP) ## the baseline + methods x budgets (EXPERIMENT=table1 for Criteo Kaggle), then results/
 	$(PY) -m cce_dlrm.train experiment=$(EXPERIMENT) method=full max_table_params=null hydra.run.dir=runs/$(EXPERIMENT)/full
 	$(PY) -m cce_dlrm.train -m experiment=$(EXPERIMENT) hydra.sweep.dir=runs/$(EXPERIMENT)/sweep
@@ -48,6 +54,9 @@ reproduce-table1: $(STAMP) ## the baseline + methods x budgets (EXPERIMENT=table
 
 bench-train: $(STAMP) ## our training step vs torchrec's plain DLRM (samples/s)
 	$(PY) benchmarks/bench_train.py
+
+bench-preprocess: $(STAMP) ## preprocessing speed vs the pyarrow floor and torchrec (1M and 4M rows)
+	$(PY) benchmarks/bench_preprocess.py --rows 1000000 4000000
 
 clean-runs: ## delete runs/ (training outputs)
 	rm -rf runs

@@ -28,9 +28,8 @@ def test_bottom_mlp_must_end_at_embedding_dim(tmp_path, data_dir):
 
 
 def test_missing_data_folder(tmp_path):
-    # a dataset that must be prepared beforehand (as the Criteo ones), but was not
-    _fails_cleanly(["dataset.name=absent", "dataset.build=null"], tmp_path / "empty", tmp_path,
-                   "data error: no processed dataset")
+    # Criteo must be prepared with `make preprocess` first
+    _fails_cleanly(["dataset=criteo_kaggle"], tmp_path / "empty", tmp_path, "data error: no processed dataset")
 
 
 def test_every_experiment_composes():

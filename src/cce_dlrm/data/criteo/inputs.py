@@ -1,0 +1,131 @@
+"""What to preprocess: the raw files of a Criteo dataset and the settings of a run."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cce_dlrm.data.criteo.layout import Segment, kaggle_segments, terabyte_segments
+
+KAGGLE = "kaggle"
+TERABYTE = "terabyte"
+TERABYTE_DAYS = 24
+
+
+class PreprocessConfigError(ValueError):
+    """A setting or a path of the preprocessing run is wrong (or the raw data is missing)."""
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """One raw file and its role in the split layout."""
+
+    path: Path
+    layout: str  # "kaggle" (days by line count), "train_day" or "eval_day" (Terabyte)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def needs_line_count(self) -> bool:
+        return self.layout in ("kaggle", "eval_day")
+
+    def segments(self, lines: int | None) -> list[Segment]:
+        if self.layout == "kaggle":
+            return kaggle_segments(lines)
+        return terabyte_segments(self.layout == "eval_day", lines)
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """Settings of a run. All but ``chunk_mb``, ``sync_mb`` and ``workers`` change the output."""
+
+    mode: str = "strict"  # strict: stop at the first malformed row; lenient: skip and count
+    frequency_threshold: int = 0  # >= 2: values seen fewer times share id 0
+    max_ind_range: int = 0  # > 0: raw categorical value modulo this before the mapping
+    negative_subsampling: float = 0.0  # fraction of training negatives dropped
+    subsample_seed: int = 0
+    chunk_mb: float = 32.0  # MB of raw text per chunk: what bounds memory
+    # MB of input between fsyncs that make finished chunks durable (0: after every chunk);
+    # an interrupted run redoes at most this much. fsync waits for the disk.
+    sync_mb: float = 1024.0
+    workers: int = 0  # worker processes (0: one per CPU; 1: all in this process)
+
+    def __post_init__(self):
+        if self.mode not in ("strict", "lenient"):
+            raise PreprocessConfigError(f"mode must be 'strict' or 'lenient', not {self.mode!r}")
+        if not 0.0 <= self.negative_subsampling < 1.0:
+            raise PreprocessConfigError(
+                f"negative_subsampling is the fraction of training negatives dropped, in [0, 1); "
+                f"got {self.negative_subsampling}")
+        if self.frequency_threshold < 0 or self.max_ind_range < 0:
+            raise PreprocessConfigError("frequency_threshold and max_ind_range must be >= 0")
+        if self.max_ind_range > 2**32:
+            raise PreprocessConfigError("max_ind_range above 2^32 has no effect on 32-bit values")
+        if self.chunk_mb <= 0 or self.sync_mb < 0 or self.workers < 0:
+            raise PreprocessConfigError("chunk_mb must be positive, sync_mb and workers >= 0")
+
+    @property
+    def strict(self) -> bool:
+        return self.mode == "strict"
+
+    @property
+    def chunk_bytes(self) -> int:
+        return max(1024, int(self.chunk_mb * (1 << 20)))
+
+    @property
+    def sync_bytes(self) -> int:
+        return int(self.sync_mb * (1 << 20))
+
+    def output_settings(self) -> dict:
+        """The settings recorded in meta.json: changing one makes existing outputs stale."""
+        out = asdict(self)
+        del out["chunk_mb"], out["sync_mb"], out["workers"]
+        return out
+
+
+def find_raw(raw_dir: Path, name: str, hint: str) -> Path:
+    """``raw_dir/name`` or ``raw_dir/name.gz``, else an error that says how to get it."""
+    for candidate in (raw_dir / name, raw_dir / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise PreprocessConfigError(f"{raw_dir / name} not found (nor {name}.gz). {hint}")
+
+
+def parse_days(days) -> list[int]:
+    """``"0-23"``, ``"0-2,23"``, ``7`` or ``[0, 1, 23]`` -> sorted unique day numbers."""
+    if isinstance(days, int):
+        return [days]
+    if isinstance(days, str):
+        out = []
+        for part in days.replace(" ", "").split(","):
+            m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+            if not m:
+                raise PreprocessConfigError(f"days: cannot read {days!r} (use e.g. 0-23 or 0,1,23)")
+            lo, hi = int(m[1]), int(m[2] or m[1])
+            out += range(lo, hi + 1)
+        days = out
+    days = sorted({int(d) for d in days})
+    if not days or days[0] < 0 or days[-1] >= TERABYTE_DAYS:
+        raise PreprocessConfigError(f"days must be within 0..{TERABYTE_DAYS - 1}, got {days}")
+    return days
+
+
+def kaggle_files(raw_dir: Path | str, file: str = "train.txt") -> list[RawFile]:
+    hint = ("Run `make download-criteo DATASET=criteo_kaggle`, or download the Kaggle Display "
+            "Advertising Challenge archive from https://ailab.criteo.com/ressources/ (accept "
+            "its terms), unpack it and put train.txt there.")
+    return [RawFile(find_raw(Path(raw_dir), file, hint), "kaggle")]
+
+
+def terabyte_files(raw_dir: Path | str, days="0-23") -> list[RawFile]:
+    """Day files in order; the last listed day is the evaluation day (test, then val)."""
+    days = parse_days(days)
+    if len(days) < 2:
+        raise PreprocessConfigError(
+            "Terabyte needs at least one training day and the evaluation day")
+    hint = "Run `make download-criteo DATASET=criteo_terabyte DAYS=...` (day_N or day_N.gz)."
+    return [RawFile(find_raw(Path(raw_dir), f"day_{d}", hint),
+                    "eval_day" if d == days[-1] else "train_day") for d in days]

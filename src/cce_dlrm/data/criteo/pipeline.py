@@ -1,0 +1,282 @@
+"""Raw Criteo files -> the processed format of ``cce_dlrm.data.processed``, resumably.
+
+Stages, each resumable (state in ``<out>/.work/``, every file written under a temporary
+name and renamed when complete):
+
+0. line counts of the files whose split layout needs them (Kaggle's ``train.txt``, the
+   Terabyte evaluation day);
+1. pass 1 (``pass1``): parse, validate and subsample each chunk, write its dense features
+   and labels into the split files and its factorised categoricals into the work folder,
+   and count the dictionaries; ends with ``vocab.npz`` (the dictionaries);
+2. pass 2 (``pass2``): write the categorical ids into the split files;
+3. rename the split files into place, write ``meta.json`` (last), delete the work folder.
+
+``meta.json`` records the fingerprints of the raw files and the settings: a later run
+with the same ones has nothing to do; with other ones the outputs are stale and rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+from tqdm import tqdm
+
+from cce_dlrm.data.criteo import cache
+from cce_dlrm.data.criteo.errors import CriteoInputError
+from cce_dlrm.data.criteo.inputs import PreprocessSettings, RawFile
+from cce_dlrm.data.criteo.layout import SPLIT_ORDER
+from cce_dlrm.data.criteo.outputs import OffsetSplitWriter, finish_split_files
+from cce_dlrm.data.criteo.pass1 import empty_file_error, gzip_truncated_error, run_file
+from cce_dlrm.data.criteo.pass2 import write_sparse
+from cce_dlrm.data.criteo.schema import MALFORMED_KINDS, SUBSAMPLED_NEGATIVE
+from cce_dlrm.data.criteo.source import count_lines, fingerprint
+from cce_dlrm.data.criteo.vocab import VocabCounter, Vocabulary
+from cce_dlrm.data.criteo.workers import Workers, worker_count
+from cce_dlrm.data.processed import (
+    ARRAY_FILES, META_FILE, SPLITS, DatasetError, ProcessedDataset, split_file, write_meta,
+)
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = ".work"
+VOCAB_FILE = "vocab.npz"
+COUNTS_CHECKPOINT = "counts.npz"
+
+# on_chunk(stage, n): called after the n-th chunk (1-based, over the whole run) of a stage
+# ("parse" or "write") is stored; progress reporting and tests use it.
+ChunkHook = Callable[[str, int], None]
+
+
+def clear_outputs(out: Path) -> None:
+    """Removes everything this pipeline writes in ``out`` (and nothing else)."""
+    shutil.rmtree(out / WORK_DIR, ignore_errors=True)
+    names = [META_FILE, VOCAB_FILE]
+    names += [split_file(out, s, k).name for s in SPLITS for k in ARRAY_FILES]
+    for name in names:
+        for path in (out / name, out / f"{name}.tmp"):
+            path.unlink(missing_ok=True)
+
+
+def _difference(old: dict | None, new: dict) -> str:
+    """Why recorded outputs do not match the current inputs, in a few words."""
+    if not old:
+        return "it records no inputs"
+    if old.get("settings") != new["settings"]:
+        changed = [f"{k} {old['settings'].get(k)!r} -> {v!r}"
+                   for k, v in new["settings"].items() if old["settings"].get(k) != v]
+        return "settings changed: " + ", ".join(changed)
+    before = {f["name"]: f for f in old.get("files", [])}
+    for f in new["files"]:
+        if before.get(f["name"]) != f:
+            size = before.get(f["name"], {}).get("size")
+            return f"{f['name']} changed (size {size} -> {f['size']})"
+    return "its inputs differ"
+
+
+def _line_counts(files: list[RawFile], work: Path, settings: PreprocessSettings,
+                 progress: bool) -> dict[int, int]:
+    counts = {}
+    for i, raw in enumerate(files):
+        if not raw.needs_line_count:
+            continue
+        path = work / f"f{i:03d}.lines.json"
+        info = cache.read_json(path)
+        if info is None:
+            with tqdm(total=raw.path.stat().st_size, unit="B", unit_scale=True,
+                      desc=f"counting lines of {raw.name}", disable=not progress) as bar:
+                c = count_lines(raw.path, bar.update)
+            info = {"lines": c.lines, "truncated": c.truncated, "break_line": c.break_line}
+            cache.write_json(path, info)
+        if settings.strict and info["truncated"]:
+            raise gzip_truncated_error(raw, info["break_line"])
+        if settings.strict and info["lines"] == 0:
+            raise empty_file_error(raw)
+        counts[i] = info["lines"]
+    return counts
+
+
+def _pass1(files, segments, work, out, settings, progress, hook) -> list[list[dict]]:
+    """Runs pass 1 unless finished; returns the chunk infos of every file."""
+    def infos_of(i):
+        done = cache.read_json(work / f"f{i:03d}.done.json")
+        return [cache.read_json(work / f"{cache.chunk_name(i, k)}.json")
+                for k in range(done["chunks"])]
+
+    if (out / VOCAB_FILE).is_file():
+        return [infos_of(i) for i in range(len(files))]
+    checkpoint = work / COUNTS_CHECKPOINT
+    counter, files_done = (VocabCounter.load(checkpoint) if checkpoint.is_file()
+                           else (VocabCounter(), 0))
+    all_infos = [infos_of(i) for i in range(files_done)]
+    rows = sum(i["rows_read"] for infos in all_infos for i in infos)
+    offsets = dict.fromkeys(SPLIT_ORDER, 0)  # rows per split written by the files before
+    for infos in all_infos:
+        for info in infos:
+            for split in SPLIT_ORDER:
+                offsets[split] += info["rows"][split]
+    parsed = 0
+    # the workers fork before any progress-bar thread exists
+    with Workers(worker_count(settings.workers)) as workers, \
+            tqdm(total=sum(f.path.stat().st_size for f in files), unit="B", unit_scale=True,
+              initial=sum(f.path.stat().st_size for f in files[:files_done]),
+              desc="pass 1/2: parse", disable=not progress) as bar:
+        def on_chunk(chunk, info):
+            nonlocal rows, parsed
+            rows += info["rows_read"]
+            parsed += 1
+            bar.set_postfix(rows=f"{rows:,}", refresh=False)
+            hook("parse", parsed)
+
+        writer = OffsetSplitWriter(out)
+        try:
+            for i in range(files_done, len(files)):
+                all_infos.append(run_file(i, files[i], segments[i], work, settings, counter,
+                                          writer, offsets, workers, on_bytes=bar.update,
+                                          on_chunk=on_chunk))
+                if i < len(files) - 1:  # the last file's counts go straight into vocab.npz
+                    counter.save(checkpoint, i + 1)
+        finally:
+            writer.close()
+    log.info("building the id dictionaries")
+    counter.finish(settings.frequency_threshold).save(out / VOCAB_FILE)
+    return all_infos
+
+
+def _totals(files: list[RawFile], all_infos: list[list[dict]]) -> dict:
+    """Row accounting of the whole run; rows read = rows written + rows skipped."""
+    per_file, skipped = [], Counter()
+    for raw, infos in zip(files, all_infos):
+        d = Counter()
+        for info in infos:
+            d.update(info["skipped"])
+        read = sum(i["rows_read"] for i in infos)
+        written = sum(sum(i["rows"].values()) for i in infos)
+        per_file.append({"name": raw.name, "rows_read": read, "rows_written": written,
+                         "rows_skipped": dict(sorted(d.items())),
+                         "rows_padded": sum(i["padded"] for i in infos),
+                         "empty": read == 0,
+                         "truncated_gzip": bool(infos) and infos[-1]["truncated_gzip"]})
+        skipped.update(d)
+        if read != written + sum(d.values()):
+            raise RuntimeError(f"{raw.name}: {read} rows read but {written} written and "
+                               f"{sum(d.values())} skipped (internal error)")
+    kinds = {k: skipped.get(k, 0) for k in (*MALFORMED_KINDS, SUBSAMPLED_NEGATIVE)}
+    return {
+        "rows_read": sum(f["rows_read"] for f in per_file),
+        "rows_written": sum(f["rows_written"] for f in per_file),
+        "rows_skipped": kinds,
+        "rows_padded": sum(f["rows_padded"] for f in per_file),
+        "files": per_file,
+    }
+
+
+def build(files: list[RawFile], out_dir: Path | str, dataset: str,
+          settings: PreprocessSettings, progress: bool = True,
+          on_chunk: ChunkHook | None = None) -> dict:
+    """Preprocesses ``files`` into ``out_dir``; returns the contents of ``meta.json``.
+
+    Raises CriteoInputError for malformed input in strict mode (and for input no mode can
+    use: corrupt gzip, no rows at all).
+    """
+    started = time.time()
+    hook = on_chunk or (lambda stage, n: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    identity = {"dataset": dataset,
+                "files": [{**fingerprint(f.path), "layout": f.layout} for f in files],
+                "settings": settings.output_settings()}
+    old = cache.read_json(out / META_FILE)
+    if old is not None:
+        if old.get("build") == identity:
+            try:
+                ProcessedDataset(out)  # checks that every split file is there, of the right size
+                log.info("%s is up to date (same raw files and settings); nothing to do", out)
+                return old
+            except DatasetError as err:
+                log.warning("%s is damaged (%s); rebuilding", out, err)
+        else:
+            log.warning("%s is stale: %s; rebuilding", out,
+                        _difference(old.get("build"), identity))
+        (out / META_FILE).unlink()
+
+    work = out / WORK_DIR
+    state = {**identity, "chunk_bytes": settings.chunk_bytes}
+    if cache.read_json(work / "build.json") == state:
+        log.info("resuming the unfinished run in %s", work)
+    else:
+        if work.exists():
+            log.warning("discarding unfinished work in %s (other raw files or settings)", work)
+        clear_outputs(out)
+        work.mkdir(parents=True)
+        cache.write_json(work / "build.json", state)
+
+    counts = _line_counts(files, work, settings, progress)
+    segments = [f.segments(counts.get(i)) for i, f in enumerate(files)]
+    all_infos = _pass1(files, segments, work, out, settings, progress, hook)
+    for i, raw in enumerate(files):
+        read = sum(info["rows_read"] for info in all_infos[i])
+        if i in counts and read != counts[i]:
+            raise CriteoInputError(raw.name, None, f"counted {counts[i]} lines but read {read}: "
+                                   "the file changed during preprocessing; run again")
+    totals = _totals(files, all_infos)
+    if totals["rows_written"] == 0:
+        skipped = {k: v for k, v in totals["rows_skipped"].items() if v}
+        raise CriteoInputError(", ".join(f.name for f in files), None,
+                               f"no usable rows ({totals['rows_read']} read, skipped: {skipped})")
+
+    vocab = Vocabulary.load(out / VOCAB_FILE)
+    chunks = [(cache.chunk_name(i, k), info) for i, infos in enumerate(all_infos)
+              for k, info in enumerate(infos)]
+    written = 0
+    with tqdm(total=totals["rows_written"], unit="rows", unit_scale=True,
+              desc="pass 2/2: write", disable=not progress) as bar:
+        def chunk_written(name):
+            nonlocal written
+            written += 1
+            hook("write", written)
+
+        rows = write_sparse(chunks, work, out, vocab, worker_count(settings.workers),
+                            settings.sync_bytes, on_rows=bar.update, on_chunk=chunk_written)
+    finish_split_files(out, rows)
+
+    positives = Counter()
+    for _, info in chunks:
+        positives.update(info["positives"])
+    meta = {
+        "dataset": dataset,
+        "cardinalities": vocab.cardinalities,
+        "rows": {s: rows[s] for s in SPLITS},
+        "click_rate": {s: (positives[s] / rows[s] if rows[s] else None) for s in SPLITS},
+        "build": identity,
+        "preprocess": {
+            **totals,
+            "rare_values": vocab.rare_values,
+            "dense": "log(max(x, 0) + 1), empty = 0",
+            "categorical": "hex -> uint32 (empty is its own value), modulo max_ind_range if "
+                           "set, then per-feature contiguous ids in ascending value order "
+                           "(empty first); with frequency_threshold >= 2, id 0 is shared by "
+                           "rarer values",
+            "dictionaries": VOCAB_FILE,
+        },
+        "seconds": round(time.time() - started, 2),
+    }
+    write_meta(out, meta)
+    shutil.rmtree(work, ignore_errors=True)
+    _report(out, meta)
+    return meta
+
+
+def _report(out: Path, meta: dict) -> None:
+    p = meta["preprocess"]
+    skipped = {k: v for k, v in p["rows_skipped"].items() if v}
+    log.info("%s: rows read %s = written %s + skipped %s %s; padded %s",
+             out, f"{p['rows_read']:,}", f"{p['rows_written']:,}",
+             f"{sum(skipped.values()):,}", skipped or "", f"{p['rows_padded']:,}")
+    log.info("splits: %s; cardinalities sum %s; %.1f s", ", ".join(
+        f"{s} {meta['rows'][s]:,}" for s in SPLIT_ORDER), f"{sum(meta['cardinalities']):,}",
+        meta["seconds"])
