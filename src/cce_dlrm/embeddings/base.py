@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -64,7 +65,7 @@ def slot_init_std(init_std: float, slots: int, reducer: str) -> float:
     raise ConfigError(f"unknown reducer {reducer!r} (sum or prod)")
 
 
-class EmbeddingMethod(nn.Module):
+class EmbeddingMethod(nn.Module, metaclass=ABCMeta):
     """Base of every method. Subclasses implement ``forward`` and the accounting."""
 
     def __init__(
@@ -93,13 +94,13 @@ class EmbeddingMethod(nn.Module):
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
 
+    @abstractmethod
     def learned_params(self) -> list[int]:
         """Learned floats per feature."""
-        raise NotImplementedError
 
+    @abstractmethod
     def aux_bytes(self) -> list[int]:
         """Auxiliary (non-learned, stored) bytes per feature."""
-        raise NotImplementedError
 
     #: False only for the uncompressed baseline, which ignores ``max_table_params``.
     respects_budget = True
@@ -290,11 +291,17 @@ class TableMethod(EmbeddingMethod):
             self.reset_parameters()
 
     # --- what a subclass provides -------------------------------------------------
+    @abstractmethod
     def layout(self, index: int, feature: FeatureSpec) -> FeatureLayout:
-        raise NotImplementedError
+        """The sub-table grid of one feature (called once per feature, at construction)."""
 
     def indices(self, group: FeatureGroup, ids: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """ids (Fg, B) of a feature group -> rows (Fg, slots, columns, B), tensor ops only.
+
+        Used by the default ``forward``; a method that overrides ``forward`` (its own way of
+        combining lookups) need not provide it.
+        """
+        raise TypeError(f"{type(self).__name__} provides neither indices() nor its own forward()")
 
     # --- shared machinery ---------------------------------------------------------
     def group_tensor(self, group: FeatureGroup, values: Iterable[int]) -> torch.Tensor:
