@@ -5,8 +5,9 @@ import pytest
 from conftest import ROOT, compose_config, run_cli
 
 
-def _fails_cleanly(args, data_dir, tmp_path, expect):
-    result = run_cli(["experiment=smoke", f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path}/run", *args],
+def _fails_cleanly(args, data_dir, tmp_path, expect, experiment="smoke"):
+    overlay = [f"experiment={experiment}"] if experiment else []
+    result = run_cli([*overlay, f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path}/run", *args],
                      cwd=ROOT, timeout=300)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr + result.stdout
@@ -29,7 +30,13 @@ def test_bottom_mlp_must_end_at_embedding_dim(tmp_path, data_dir):
 
 def test_missing_data_folder(tmp_path):
     # Criteo must be prepared with `make preprocess` first
-    _fails_cleanly(["dataset=criteo_kaggle"], tmp_path / "empty", tmp_path, "data error: no processed dataset")
+    _fails_cleanly(["dataset=criteo_kaggle"], tmp_path / "empty", tmp_path, "data error: no processed dataset",
+                   experiment=None)
+
+
+def test_synthetic_overlay_on_another_dataset(tmp_path):
+    # smoke's dataset.build settings merged into a dataset that has no generator
+    _fails_cleanly(["dataset=criteo_kaggle"], tmp_path / "empty", tmp_path, "has `build` settings but no generator")
 
 
 def test_every_experiment_composes():

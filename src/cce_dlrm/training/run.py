@@ -30,6 +30,11 @@ from cce_dlrm.training.table_access import ShardedTableAccess
 def open_dataset(dataset_cfg: DictConfig, runtime: Runtime) -> ProcessedDataset:
     """Opens the processed dataset; an embedded one (``build`` set) is generated if missing."""
     if dataset_cfg.get("build") is not None:
+        if "_target_" not in dataset_cfg.build:
+            raise ConfigError(
+                f"dataset {dataset_cfg.name!r} has `build` settings but no generator (`_target_`); "
+                "an experiment overlay for the synthetic data was probably combined with another dataset"
+            )
         if runtime.is_main:
             instantiate(dataset_cfg.build)(path=dataset_cfg.path)
         if dist.is_initialized():
