@@ -47,9 +47,9 @@ download-criteo: ## fetch a Criteo dataset into data/raw/$(DATASET)/ (DATASET=cr
 preprocess: $(STAMP) ## raw Criteo files -> data/processed/$(DATASET)/ (Hydra overrides in ARGS="...")
 	$(PY) -m cce_dlrm.preprocess dataset=$(DATASET) $(ARGS)
 
-reproduce-table1: $(STAMP) ## the baseline + methods x budgets (EXPERIMENT=table1 for Criteo Kaggle), then results/
-	$(PY) -m cce_dlrm.train experiment=$(EXPERIMENT) method=full max_table_params=null hydra.run.dir=runs/$(EXPERIMENT)/full
-	$(PY) -m cce_dlrm.train -m experiment=$(EXPERIMENT) hydra.sweep.dir=runs/$(EXPERIMENT)/sweep
+reproduce-table1: $(STAMP) ## the baseline + methods x budgets (EXPERIMENT=table1 for Criteo Kaggle; overrides in ARGS), then results/
+	$(PY) -m cce_dlrm.train experiment=$(EXPERIMENT) method=full max_table_params=null hydra.run.dir=runs/$(EXPERIMENT)/full $(ARGS)
+	$(PY) -m cce_dlrm.train -m experiment=$(EXPERIMENT) hydra.sweep.dir=runs/$(EXPERIMENT)/sweep $(ARGS)
 	$(PY) -m cce_dlrm.results.collect runs/$(EXPERIMENT) --out results/$(EXPERIMENT)
 
 bench-train: $(STAMP) ## our training step vs torchrec's plain DLRM (samples/s)

@@ -21,7 +21,12 @@ def test_unknown_method(tmp_path, data_dir):
 
 def test_budget_below_embedding_dim(tmp_path, data_dir):
     _fails_cleanly(["method=hashing", "max_table_params=4"], data_dir, tmp_path,
-                   "configuration error: max_table_params=4 is below the embedding dim 8")
+                   "configuration error: max_table_params=4 is below the embedding dim 16")
+
+
+def test_dim_not_divisible_by_columns(tmp_path, data_dir):
+    _fails_cleanly(["method=ce", "method.columns=3"], data_dir, tmp_path,
+                   "configuration error: ce: embedding dim 16 is not divisible by columns=3")
 
 
 def test_bottom_mlp_must_end_at_embedding_dim(tmp_path, data_dir):

@@ -254,6 +254,11 @@ class TableMethod(EmbeddingMethod):
                 raise ConfigError(
                     f"embedding dim {self.dim} is not divisible by columns={lay.columns}"
                 )
+            if lay.columns > 1 and (self.dim // lay.columns) % 4:
+                raise ConfigError(
+                    f"{self.features[i].name}: columns={lay.columns} makes sub-tables "
+                    f"{self.dim // lay.columns} wide; fbgemm's fused kernels need a multiple of 4"
+                )
             if any(len(r) != lay.columns for r in lay.rows) or lay.slots < 1:
                 raise ConfigError(f"feature {self.features[i].name}: ragged layout {lay.rows}")
         groups: dict[tuple, FeatureGroup] = {}

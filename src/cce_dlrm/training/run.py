@@ -128,6 +128,12 @@ def run_training(cfg: DictConfig, run_dir: Path | str, method_key: str = "?") ->
     try:
         result = train_loop(model, optimizer, method, context, loaders, runtime.device, settings,
                             writer, record, runtime.is_main)
+        # a method may change its accounting during training (CCE's cluster ids, pq's codes)
+        learned, aux = method.learned_params(), method.aux_bytes()
+        if writer is not None:
+            writer.add_scalar("params/learned_total", sum(learned), result.steps)
+            writer.add_scalar("params/largest_table", max(learned), result.steps)
+            writer.add_scalar("memory/aux_bytes", sum(aux), result.steps)
     except BaseException as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}",
                       wall_seconds=time.time() - started)
@@ -135,11 +141,10 @@ def run_training(cfg: DictConfig, run_dir: Path | str, method_key: str = "?") ->
     finally:
         if writer is not None:
             writer.close()
-    # a method may change its accounting during training (pq after quantization)
-    learned, aux = method.learned_params(), method.aux_bytes()
     record.update(
         status="completed", steps=result.steps, samples_per_second=result.samples_per_second,
-        train_seconds=result.train_seconds, wall_seconds=time.time() - started,
+        train_seconds=result.train_seconds, method_hook_seconds=result.hook_seconds,
+        wall_seconds=time.time() - started,
         learned_params=sum(learned), learned_params_largest_table=max(learned),
         learned_params_per_feature=learned, learned_bytes=sum(learned) * 4,
         aux_bytes=sum(aux), aux_bytes_per_feature=aux,
