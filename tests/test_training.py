@@ -28,6 +28,7 @@ def test_short_training_beats_the_label_entropy_baseline(tmp_path, data_dir):
     assert 0.5 < metrics["best_val_auc"] <= 1.0
     assert metrics["test_bce"] is not None and metrics["samples_per_second"] > 0
     assert metrics["learned_params"] == sum(metrics["learned_params_per_feature"])
+    assert metrics["aux_bytes"] == 0  # a full table stores nothing but its floats
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 

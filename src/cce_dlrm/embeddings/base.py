@@ -378,7 +378,10 @@ class TableMethod(EmbeddingMethod):
 
     def aux_bytes(self) -> list[int]:
         """Hash constants held by the method (buffers), spread over features."""
-        total = sum(b.numel() * b.element_size() for n, b in self.named_buffers() if not n.startswith("_"))
+        # the method's own buffers only: not the collection's (under DMP, the sharded
+        # collection holds bookkeeping buffers of its own) nor private derived ones ("_...")
+        total = sum(b.numel() * b.element_size() for n, b in self.named_buffers()
+                    if not n.startswith(("_", "ebc.")))
         per = total // max(len(self.features), 1)
         return [per] * len(self.features)
 

@@ -63,7 +63,8 @@ def markdown_table(agg: pd.DataFrame) -> str:
     ]
     for r in agg.itertuples():
         lines.append(
-            f"| {r.dataset} | {r.method} | {r.max_table_params} | {int(r.learned_params_largest_table):,} | "
+            f"| {r.dataset} | {r.method} | {'-' if pd.isna(r.max_table_params) else int(r.max_table_params)} | "
+            f"{int(r.learned_params_largest_table):,} | "
             f"{_fmt(r.val_bce, r.val_bce_std, r.seeds)} | {r.val_auc:.4f} | {_fmt(r.test_bce, r.test_bce_std, r.seeds)} | "
             f"{int(r.learned_params):,} | {int(r.aux_bytes):,} | {r.samples_per_second:,.0f} | {r.seeds} |"
         )
@@ -76,6 +77,7 @@ def plot(agg: pd.DataFrame, path: Path, close: bool = True):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     largest = agg.learned_params_largest_table.max()
@@ -87,6 +89,11 @@ def plot(agg: pd.DataFrame, path: Path, close: bool = True):
         g = group[~uncompressed]
         ax.errorbar(g.learned_params_largest_table, g.val_bce, yerr=g.val_bce_std, marker="o", capsize=3, label=method)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap
+    # the budgets that were run (methods land a few parameters apart: one tick per label)
+    ticks = {f"{b:.2g}": b for b in sorted(agg.learned_params_largest_table, reverse=True) if b < largest}
+    if ticks:
+        ax.set_xticks(list(ticks.values()), list(ticks))
     ax.set_xlabel("parameters in the largest table")
     ax.set_ylabel("best validation BCE")
     ax.grid(True, which="both", alpha=0.3)
