@@ -26,7 +26,7 @@ import math
 import zlib
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -291,6 +291,10 @@ class TableMethod(EmbeddingMethod):
         # order of the groups' features in the concatenated output; inverse restores F order
         order = [f for g in self.groups for f in g.features]
         self.register_buffer("_inverse_order", torch.argsort(torch.tensor(order)), persistent=False)
+        # each group's feature indices, as buffers so that they live on the module's device
+        # (a tensor built per step would be a host-to-device copy on a GPU's hot path)
+        for n, group in enumerate(self.groups):
+            self.register_buffer(f"_group{n}", torch.tensor(group.features), persistent=False)
         self._column_perm: dict[tuple[str, ...], torch.Tensor] = {}
         if device is None or torch.device(device).type != "meta":
             self.reset_parameters()
@@ -309,9 +313,9 @@ class TableMethod(EmbeddingMethod):
         raise TypeError(f"{type(self).__name__} provides neither indices() nor its own forward()")
 
     # --- shared machinery ---------------------------------------------------------
-    def group_tensor(self, group: FeatureGroup, values: Iterable[int]) -> torch.Tensor:
-        """A (Fg, 1, 1, 1) int64 tensor of per-feature constants, for broadcasting."""
-        return torch.tensor(list(values), dtype=torch.int64).view(-1, 1, 1, 1)
+    def group_features(self, group: FeatureGroup) -> torch.Tensor:
+        """The group's feature indices, (Fg,) int64 on the module's device."""
+        return getattr(self, f"_group{self.groups.index(group)}")
 
     def init_std_of(self, table: str) -> float:
         return next(t.init_std for t in self.sub_tables if t.name == table)

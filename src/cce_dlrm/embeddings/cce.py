@@ -183,9 +183,6 @@ class CCEEmbedding(TableMethod):
                                                         device=buffer_device))
         self.register_buffer("_rows", torch.tensor(self.rows, device=buffer_device), persistent=False)
         self.register_buffer("_offsets", torch.tensor(offsets, device=buffer_device), persistent=False)
-        for n, group in enumerate(self.groups):
-            self.register_buffer(f"_group{n}", torch.tensor(group.features, device=buffer_device),
-                                 persistent=False)
 
     # --- layout and lookup --------------------------------------------------------
     def layout(self, index: int, feature: FeatureSpec) -> FeatureLayout:
@@ -207,7 +204,7 @@ class CCEEmbedding(TableMethod):
         """ids (Fg, B) -> rows (Fg, 2, c, B): slot 0 is g (A's row), slot 1 is h (B's row)."""
         if group.key[0] == 1:  # features that fit: their full table
             return ids.to(torch.int64).view(ids.shape[0], 1, 1, ids.shape[1])
-        feats = getattr(self, f"_group{self.groups.index(group)}")
+        feats = self.group_features(group)
         x = ids.to(torch.int64).unsqueeze(1)  # (Fg, 1, B)
         rows = self._rows[feats].view(-1, 1, 1)
         h = universal_hash(x, self.h_a[feats].unsqueeze(-1), self.h_b[feats].unsqueeze(-1), rows)

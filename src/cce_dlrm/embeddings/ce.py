@@ -55,9 +55,6 @@ class CEEmbedding(TableMethod):
         full = [i not in self.compressed for i in range(len(self.features))]
         self.register_buffer("_rows", torch.tensor(rows, device=buffer_device), persistent=False)
         self.register_buffer("_full", torch.tensor(full, device=buffer_device), persistent=False)
-        for n, group in enumerate(self.groups):
-            self.register_buffer(f"_group{n}", torch.tensor(group.features, device=buffer_device),
-                                 persistent=False)
 
     def layout(self, index: int, feature: FeatureSpec) -> FeatureLayout:
         if fits_full(feature.num_ids, self.dim, self.max_table_params):
@@ -70,7 +67,7 @@ class CEEmbedding(TableMethod):
         x = ids.to(torch.int64).unsqueeze(1)  # (Fg, 1, B)
         if group.key[1] == 1 and self.columns > 1:  # the features that fit: full tables
             return x.unsqueeze(1)
-        feats = getattr(self, f"_group{self.groups.index(group)}")
+        feats = self.group_features(group)
         rows = self._rows[feats].view(-1, 1, 1)
         hashed = universal_hash(x, self.hash_a[feats].unsqueeze(-1), self.hash_b[feats].unsqueeze(-1),
                                 rows)  # (Fg, c, B)

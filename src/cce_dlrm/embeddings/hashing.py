@@ -35,7 +35,7 @@ class HashingEmbedding(TableMethod):
         return FeatureLayout(rows=((budget // self.dim,),))
 
     def indices(self, group: FeatureGroup, ids: torch.Tensor) -> torch.Tensor:
-        idx = torch.tensor(group.features, device=ids.device)
+        idx = self.group_features(group)
         rows = self._rows[idx].view(-1, 1)
         hashed = universal_hash(ids, self.hash_a[idx].view(-1, 1), self.hash_b[idx].view(-1, 1), rows)
         out = torch.where(self._full[idx].view(-1, 1), ids.to(torch.int64), hashed)

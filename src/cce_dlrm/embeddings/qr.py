@@ -98,8 +98,6 @@ class QREmbedding(TableMethod):
             digits = group.key[0] if op != "concat" else group.key[1]
             radices = [self.plans.get(f, (0, [1]))[1] for f in group.features]
             divisors = [[math.prod(r[:j]) for j in range(digits)] for r in radices]
-            self.register_buffer(f"_group{g}", torch.tensor(group.features, device=buffer_device),
-                                 persistent=False)
             self.register_buffer(f"_div{g}", torch.tensor(divisors, device=buffer_device), persistent=False)
             self.register_buffer(f"_mod{g}", torch.tensor(radices, device=buffer_device), persistent=False)
 
@@ -150,7 +148,7 @@ class QREmbedding(TableMethod):
         if group.key == (1, 1, "sum"):  # the features that fit: full tables
             return x.view(x.shape[0], 1, 1, x.shape[1])
         g = self.groups.index(group)
-        feats = getattr(self, f"_group{g}")
+        feats = self.group_features(group)
         hashed = self._hashed[feats].view(-1, 1)
         mixed = universal_hash(x, self.hash_a[feats].view(-1, 1), self.hash_b[feats].view(-1, 1),
                                hashed.clamp(min=1))
