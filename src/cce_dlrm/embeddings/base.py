@@ -56,6 +56,28 @@ def fits_full(num_ids: int, dim: int, max_table_params: int | None) -> bool:
     return max_table_params is None or num_ids * dim <= int(max_table_params)
 
 
+def check_columns(method: str, dim: int, columns: int) -> None:
+    """Columns must split ``dim`` into widths that fbgemm's fused kernels accept (multiples of 4)."""
+    if columns < 1 or dim % columns:
+        raise ConfigError(f"{method}: embedding dim {dim} is not divisible by columns={columns}")
+    if (dim // columns) % 4:
+        raise ConfigError(
+            f"{method}: columns={columns} makes sub-tables {dim // columns} wide; fbgemm's fused "
+            f"kernels need a multiple of 4 (use columns={max(1, dim // 4)} or fewer)")
+
+
+def lookup_flat_rows(table: torch.Tensor, ids: torch.Tensor, offsets: torch.Tensor,
+                     columns: torch.Tensor) -> torch.Tensor:
+    """Rows of per-feature ``d``-wide tables stored back to back in one flat parameter.
+
+    ids (Ff, B); offsets (Ff,) where each feature's table starts (in floats); columns is
+    ``arange(d)``. Returns (Ff, B, d). Methods with non-table parameters (dhe, tt) keep the
+    features that fit their budget as full tables this way.
+    """
+    flat = (ids * columns.numel() + offsets.view(-1, 1)).unsqueeze(-1) + columns
+    return table.index_select(0, flat.reshape(-1)).view(flat.shape)
+
+
 def slot_init_std(init_std: float, slots: int, reducer: str) -> float:
     """Std of each slot's entries so that the reduced vector has coordinate std ``init_std``."""
     if reducer == "sum":
@@ -250,15 +272,8 @@ class TableMethod(EmbeddingMethod):
         super().__init__(features, dim, max_table_params, init_std, seed)
         self.layouts = [self.layout(i, f) for i, f in enumerate(self.features)]
         for i, lay in enumerate(self.layouts):
-            if self.dim % lay.columns:
-                raise ConfigError(
-                    f"embedding dim {self.dim} is not divisible by columns={lay.columns}"
-                )
-            if lay.columns > 1 and (self.dim // lay.columns) % 4:
-                raise ConfigError(
-                    f"{self.features[i].name}: columns={lay.columns} makes sub-tables "
-                    f"{self.dim // lay.columns} wide; fbgemm's fused kernels need a multiple of 4"
-                )
+            if lay.columns > 1:
+                check_columns(f"{type(self).__name__} ({self.features[i].name})", self.dim, lay.columns)
             if any(len(r) != lay.columns for r in lay.rows) or lay.slots < 1:
                 raise ConfigError(f"feature {self.features[i].name}: ragged layout {lay.rows}")
         groups: dict[tuple, FeatureGroup] = {}

@@ -48,6 +48,7 @@ from cce_dlrm.embeddings.base import (
     FeatureSpec,
     TableMethod,
     TrainContext,
+    check_columns,
     feature_budget,
     fits_full,
 )
@@ -136,12 +137,7 @@ class CCEEmbedding(TableMethod):
                  columns: int = 4, cluster_every: float = 0.1, last_cluster: float = 0.5,
                  residual: bool = True, niter: int = 50, max_points_per_centroid: int = 256,
                  two_level_above_k: int | None = 4096):
-        if columns < 1 or dim % columns:
-            raise ConfigError(f"cce: embedding dim {dim} is not divisible by columns={columns}")
-        if (dim // columns) % 4:
-            raise ConfigError(
-                f"cce: columns={columns} makes sub-tables {dim // columns} wide; fbgemm's fused "
-                f"kernels need a multiple of 4 (use columns={max(1, dim // 4)} or fewer)")
+        check_columns("cce", dim, columns)
         if not 0.0 <= last_cluster <= 1.0:
             raise ConfigError(f"cce: last_cluster is a fraction of training, got {last_cluster}")
         if cluster_every < 0:

@@ -17,25 +17,15 @@ from __future__ import annotations
 import torch
 
 from cce_dlrm.embeddings.base import (
-    ConfigError,
     FeatureGroup,
     FeatureLayout,
     FeatureSpec,
     TableMethod,
+    check_columns,
     feature_budget,
     fits_full,
 )
 from cce_dlrm.embeddings.hash_family import draw_hash_constants, universal_hash
-
-
-def check_columns(method: str, dim: int, columns: int) -> None:
-    """Columns must split ``dim`` into widths that fbgemm's fused kernels accept (multiples of 4)."""
-    if columns < 1 or dim % columns:
-        raise ConfigError(f"{method}: embedding dim {dim} is not divisible by columns={columns}")
-    if (dim // columns) % 4:
-        raise ConfigError(
-            f"{method}: columns={columns} makes sub-tables {dim // columns} wide; fbgemm's fused "
-            f"kernels need a multiple of 4 (use columns={max(1, dim // 4)} or fewer)")
 
 
 class CEEmbedding(TableMethod):

@@ -30,7 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchrec import KeyedJaggedTensor
 
-from cce_dlrm.embeddings.base import ConfigError, EmbeddingMethod, fill_uniform_shard, fits_full
+from cce_dlrm.embeddings.base import (
+    ConfigError,
+    EmbeddingMethod,
+    fill_uniform_shard,
+    fits_full,
+    lookup_flat_rows,
+)
 from cce_dlrm.embeddings.hash_family import draw_hash_constants, universal_hash
 
 PROBE_IDS = 4096
@@ -132,9 +138,8 @@ class DHEEmbedding(EmbeddingMethod):
         if self.compressed:
             parts.append(self.decode(self.encode(ids[self._compressed])))  # (Fc, B, d)
         if self.full:
-            rows = ids[self._full_idx] * self.dim + self._full_offsets.view(-1, 1)
-            flat = rows.unsqueeze(-1) + self._columns  # (Ff, B, d)
-            parts.append(self.full_tables.index_select(0, flat.reshape(-1)).view(flat.shape))
+            parts.append(lookup_flat_rows(self.full_tables, ids[self._full_idx], self._full_offsets,
+                                          self._columns))  # (Ff, B, d)
         out = torch.cat(parts) if len(parts) > 1 else parts[0]
         return out.index_select(0, self._inverse_order).transpose(0, 1)
 

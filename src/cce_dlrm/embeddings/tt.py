@@ -36,6 +36,7 @@ from cce_dlrm.embeddings.base import (
     feature_budget,
     fill_uniform_shard,
     fits_full,
+    lookup_flat_rows,
 )
 
 
@@ -160,9 +161,8 @@ class TTEmbedding(EmbeddingMethod):
         ids = features.values().view(len(self.features), -1).to(torch.int64)
         parts = [self._contract(g, ids[getattr(self, f"_feats{g}")]) for g in range(len(self.groups))]
         if self.full:
-            rows = ids[self._full_idx] * self.dim + self._full_offsets.view(-1, 1)
-            flat = rows.unsqueeze(-1) + self._columns  # (Ff, B, d)
-            parts.append(self.full_tables.index_select(0, flat.reshape(-1)).view(flat.shape))
+            parts.append(lookup_flat_rows(self.full_tables, ids[self._full_idx], self._full_offsets,
+                                          self._columns))  # (Ff, B, d)
         out = torch.cat(parts) if len(parts) > 1 else parts[0]
         return out.index_select(0, self._inverse_order).transpose(0, 1)
 
