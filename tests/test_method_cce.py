@@ -99,7 +99,7 @@ def test_a_round_keeps_every_h_bucket_mean_so_maps_are_never_mixed():
     This holds only if every v(i) was computed from the old maps and tables: a round that read
     the new h (or new g) for some ids would shift those buckets' means.
     """
-    method = make()
+    method = make(residual=True)
     kjt = all_ids(FEATURES)
     for _ in range(2):  # from hashed maps, then from stored cluster ids
         with torch.no_grad():
@@ -181,19 +181,34 @@ def test_planted_clusters_are_recovered_and_the_loss_drops():
     assert np.mean(aris) > 0.4 and min(aris) > 0.3, f"adjusted Rand indices {aris}"
 
 
-def test_schedule_every_batches_or_fraction_until_last_cluster():
-    def rounds_at(**kwargs):
-        method = make([FeatureSpec("f", 300)], budget=1024, **kwargs)
-        done = []
-        for step in range(1, 101):
-            if method.on_train_step(step, 100, context(method)):
-                done.append(step)
-        assert int(method.cluster_round) == len(done)
-        return done
+def _rounds_at(total=100, steps_per_epoch=0, **kwargs):
+    method = make([FeatureSpec("f", 300)], budget=1024, **kwargs)
+    done = []
+    for step in range(1, total + 1):
+        if method.on_train_step(step, total, context(method, steps_per_epoch=steps_per_epoch)):
+            done.append(step)
+    assert int(method.cluster_round) == len(done)
+    return done
 
-    assert rounds_at(cluster_every=20, last_cluster=0.5) == [20, 40]
-    assert rounds_at(cluster_every=0.25, last_cluster=1.0) == [25, 50, 75, 100]
-    assert rounds_at(cluster_every=0, last_cluster=1.0) == []
+
+def test_schedule_every_batches_or_fraction_until_last_cluster():
+    common = dict(max_rounds=None)
+    assert _rounds_at(cluster_every=20, cluster_unit="batches", last_cluster=0.5, **common) == [20, 40]
+    assert _rounds_at(cluster_every=0.25, cluster_unit="training", last_cluster=1.0, **common) == [25, 50, 75, 100]
+    assert _rounds_at(cluster_every=0, cluster_unit="batches", last_cluster=1.0, **common) == []
+
+
+def test_the_papers_schedules():
+    """PAPER.md: 10 epochs, a round at the end of each of the first 6 ("ct6 cf300000");
+    1 epoch, rounds at 1/4 and 1/2 of it ("ct2 cf75000")."""
+    ten = _rounds_at(total=100, steps_per_epoch=10, cluster_every=1, cluster_unit="epochs", max_rounds=6)
+    assert ten == [10, 20, 30, 40, 50, 60]
+    one = _rounds_at(total=40, steps_per_epoch=40, cluster_every=0.25, cluster_unit="epochs", max_rounds=2)
+    assert one == [10, 20]
+    with pytest.raises(ConfigError, match="batches per epoch"):
+        _rounds_at(total=40, steps_per_epoch=0, cluster_every=0.25, cluster_unit="epochs")
+    with pytest.raises(ConfigError, match="cluster_unit"):
+        make(cluster_unit="weeks")
 
 
 def test_a_checkpoint_after_a_round_loads_into_a_fresh_module():
@@ -230,7 +245,7 @@ def _two_rank_worker(rank: int, store: str, out: str, sharding: str) -> None:
     faiss.omp_set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     runtime = init_runtime("cpu")
-    model, optimizer = shard_model(_Model(make(device="meta")), runtime, sharding, lr=0.1)
+    model, optimizer = shard_model(_Model(make(device="meta", residual=True)), runtime, sharding, lr=0.1)
     method = unwrap(model).embedding
     access = ShardedTableAccess(model, "embedding", method, runtime.device)
     access.reset(method)

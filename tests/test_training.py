@@ -73,7 +73,7 @@ def test_every_method_trains_end_to_end(tmp_path, data_dir, key):
 @pytest.mark.slow
 def test_cce_clusters_under_two_processes(tmp_path, data_dir):
     """A round under DMP with 2 ranks, through the real entry point; the accounting follows it."""
-    extra = ["method=cce", "method.cluster_every=10", "method.last_cluster=1.0", "trainer.max_steps=20",
+    extra = ["method=cce", "method.cluster_every=10", "method.cluster_unit=batches", "method.last_cluster=1.0", "trainer.max_steps=20",
              "trainer.val_every=10", "trainer.sharding_type=column_wise", "logger.tensorboard=false"]
     two, run_dir = _train(tmp_path, data_dir, "cce2", extra, nproc=2)
     assert two["status"] == "completed" and two["world_size"] == 2

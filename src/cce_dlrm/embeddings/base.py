@@ -164,6 +164,8 @@ class TrainContext:
     tables: "TableAccess"
     rank: int = 0
     world_size: int = 1
+    #: training batches per epoch (global batches), for schedules counted in epochs
+    steps_per_epoch: int = 0
     broadcast: Callable[[torch.Tensor, int], torch.Tensor] = _local_broadcast
     log: Callable[[str, float, int], None] = _no_log
 

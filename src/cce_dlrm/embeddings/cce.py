@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 
 # tags that keep the seeds of the different random choices apart
 _G_HASH, _H_HASH, _SAMPLE, _KMEANS = 0xCCE1, 0xCCE2, 0xCCE3, 0xCCE4
+#: what ``cluster_every`` counts: batches, epochs, or a fraction of the planned training
+SCHEDULE_UNITS = ("batches", "epochs", "training")
 #: ids per step of the assignment pass: bounds the memory of a round whatever ``n`` is
 ASSIGN_BATCH = 1 << 20
 
@@ -126,22 +128,32 @@ def cluster_column(current: Callable[[torch.Tensor], tuple[torch.Tensor, torch.T
 class CCEEmbedding(TableMethod):
     """CCE with ``columns`` columns; features whose full table fits stay full.
 
-    Args (besides the contract's): ``columns`` (c); ``cluster_every``: batches between rounds,
-    or, below 1, a fraction of the total steps; ``last_cluster``: no round after this fraction
-    of training; ``residual``: ``B := mean residual`` (True) or ``0``; ``niter``,
+    Args (besides the contract's): ``columns`` (c); ``cluster_every``: the interval between
+    rounds, counted in ``cluster_unit`` (``batches``, ``epochs`` or ``training``: a fraction of
+    the planned steps); ``max_rounds``: at most this many rounds (None: no limit);
+    ``last_cluster``: no round after this fraction of training; ``residual``: ``B := mean
+    residual`` (True, this project's variant) or ``0`` (False, the paper's Algorithm 3); ``niter``,
     ``max_points_per_centroid``: FAISS k-means; ``two_level_above_k``: k from which k-means is
     two-level (None: always flat), see ``cce_dlrm.clustering.kmeans``.
     """
 
     def __init__(self, features, dim, max_table_params, init_std, seed, device=None, *,
-                 columns: int = 4, cluster_every: float = 0.1, last_cluster: float = 0.5,
-                 residual: bool = True, niter: int = 50, max_points_per_centroid: int = 256,
+                 columns: int = 4, cluster_every: float = 0.25, cluster_unit: str = "epochs",
+                 max_rounds: int | None = 2, last_cluster: float = 1.0,
+                 residual: bool = False, niter: int = 50, max_points_per_centroid: int = 256,
                  two_level_above_k: int | None = 4096):
         check_columns("cce", dim, columns)
         if not 0.0 <= last_cluster <= 1.0:
             raise ConfigError(f"cce: last_cluster is a fraction of training, got {last_cluster}")
         if cluster_every < 0:
             raise ConfigError(f"cce: cluster_every must be >= 0 (0: never), got {cluster_every}")
+        if cluster_unit not in SCHEDULE_UNITS:
+            raise ConfigError(f"cce: cluster_unit must be one of {', '.join(SCHEDULE_UNITS)}, "
+                              f"got {cluster_unit!r}")
+        if cluster_unit == "batches" and cluster_every and cluster_every != int(cluster_every):
+            raise ConfigError(f"cce: cluster_every={cluster_every} batches is not a whole number")
+        if max_rounds is not None and int(max_rounds) < 0:
+            raise ConfigError(f"cce: max_rounds must be >= 0 or null, got {max_rounds}")
         if max_table_params is not None and any(
             not fits_full(f.num_ids, dim, max_table_params) and int(max_table_params) < 2 * dim
             for f in features
@@ -150,7 +162,9 @@ class CCEEmbedding(TableMethod):
                               "A and B need at least one row each")
         self.columns = int(columns)
         super().__init__(features, dim, max_table_params, init_std, seed, device)
-        self.cluster_every = cluster_every
+        self.cluster_every = float(cluster_every)
+        self.cluster_unit = cluster_unit
+        self.max_rounds = None if max_rounds is None else int(max_rounds)
         self.last_cluster = float(last_cluster)
         self.residual = bool(residual)
         self.niter = int(niter)
@@ -238,11 +252,22 @@ class CCEEmbedding(TableMethod):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # --- clustering -----------------------------------------------------------------
+    def round_interval(self, total_steps: int, steps_per_epoch: int) -> int:
+        """Batches between rounds (0: never), from ``cluster_every`` in its unit."""
+        if not self.cluster_every:
+            return 0
+        if self.cluster_unit == "batches":
+            return int(self.cluster_every)
+        if self.cluster_unit == "training":
+            return max(1, round(self.cluster_every * total_steps))
+        if steps_per_epoch <= 0:
+            raise ConfigError("cce: cluster_unit=epochs needs the number of batches per epoch")
+        return max(1, round(self.cluster_every * steps_per_epoch))
+
     def on_train_step(self, step: int, total_steps: int, context: TrainContext) -> dict[str, float]:
-        every = self.cluster_every
-        if every and every < 1:
-            every = max(1, round(every * total_steps))
-        if not every or not self.compressed or step % int(every) or step > self.last_cluster * total_steps:
+        every = self.round_interval(total_steps, context.steps_per_epoch)
+        if (not every or not self.compressed or step % every or step > self.last_cluster * total_steps
+                or (self.max_rounds is not None and int(self.cluster_round) >= self.max_rounds)):
             return {}
         return self.cluster(context, step)
 
