@@ -51,3 +51,18 @@ def test_every_feature_starts_at_init_std():
 def test_too_small_budget_is_a_config_error():
     with pytest.raises(ConfigError, match="lower method.hashes"):
         make(budget=60)
+
+
+def test_the_papers_sizing_ties_hashes_to_the_hidden_width():
+    """PAPER.md: hashes = h, hashes*h + 2h^2 + h*d = P; P = 64,000, d = 64 gives h = 136
+    (135 here, where biases count too)."""
+    from cce_dlrm.embeddings.base import ConfigError, FeatureSpec
+    from cce_dlrm.embeddings.dhe import DHEEmbedding, mlp_params
+
+    method = DHEEmbedding([FeatureSpec("f", 10**6)], dim=64, max_table_params=64_000, init_std=0.05,
+                          seed=0, hashes="width", hidden_layers=3)
+    assert method.hashes == method.width == 135
+    assert mlp_params(135, 135, 3, 64) <= 64_000 < mlp_params(136, 136, 3, 64)
+    with pytest.raises(ConfigError, match="hashes"):
+        DHEEmbedding([FeatureSpec("f", 10**6)], dim=64, max_table_params=64_000, init_std=0.05,
+                     seed=0, hashes="many")

@@ -51,18 +51,28 @@ class DHEEmbedding(EmbeddingMethod):
     """Hash-encoded ids decoded by a per-feature MLP; features that fit stay full."""
 
     def __init__(self, features, dim, max_table_params, init_std, seed, device=None, *,
-                 hashes: int = 64, hidden_layers: int = 2, hash_range: int = 1_000_000):
+                 hashes: int | str = 64, hidden_layers: int = 2, hash_range: int = 1_000_000):
         super().__init__(features, dim, max_table_params, init_std, seed)
-        if hashes < 1 or hidden_layers < 1 or hash_range < 2:
+        tied = hashes == "width"  # the CCE paper's sizing: as many hashes as hidden units
+        if not tied and not isinstance(hashes, int):
+            raise ConfigError(f"dhe: hashes must be a positive integer or 'width', got {hashes!r}")
+        if (not tied and hashes < 1) or hidden_layers < 1 or hash_range < 2:
             raise ConfigError("dhe: hashes and hidden_layers must be >= 1 and hash_range >= 2")
-        self.hashes, self.layers, self.hash_range = int(hashes), int(hidden_layers), int(hash_range)
+        self.layers, self.hash_range = int(hidden_layers), int(hash_range)
+        self.hashes = 1 if tied else int(hashes)
         self.full = [i for i, f in enumerate(self.features) if fits_full(f.num_ids, dim, max_table_params)]
         self.compressed = [i for i in range(len(self.features)) if i not in self.full]
         self.width = 0
         if self.compressed:
             budget = int(max_table_params)
-            while mlp_params(self.hashes, self.width + 1, self.layers, dim) <= budget:
+
+            def size(width: int) -> int:
+                return mlp_params(width if tied else self.hashes, width, self.layers, dim)
+
+            while size(self.width + 1) <= budget:
                 self.width += 1
+            if tied:
+                self.hashes = max(self.width, 1)
             if self.width == 0:
                 raise ConfigError(f"dhe: max_table_params={budget} cannot hold even a width-1 MLP from "
                                   f"{self.hashes} hashes; lower method.hashes")
