@@ -39,7 +39,7 @@ def run_case(name: str, rounds: int, flat: bool) -> None:
     built = time.perf_counter()
     method = CCEEmbedding([FeatureSpec(f"n{n}", n)], dim=DIM, max_table_params=2 * k * DIM,
                           init_std=0.05, seed=0, columns=COLUMNS,
-                          **({"two_level_above_k": None} if flat else {}))
+                          two_level_above_cap=None if flat else 0)
     assert method.rows[0] == k
     context = TrainContext(tables=method.table_access())
     print(f"case {name}: n={n:,} k={k:,} d={DIM} columns={COLUMNS} "

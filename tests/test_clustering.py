@@ -32,7 +32,7 @@ def planted(points_per_cluster: int, clusters: int, dim: int = 4, spread: float 
 @pytest.mark.parametrize("two_level", [False, True])
 def test_kmeans_recovers_well_separated_clusters(two_level):
     points, labels = planted(60, 16)
-    result = train_kmeans(points, 16, niter=30, seed=3, two_level_above=4 if two_level else None)
+    result = train_kmeans(points, 16, niter=30, seed=3, two_level=two_level)
     assert result.centroids.shape == (16, 4) and result.centroids.dtype == np.float32
     assert result.two_level is two_level and result.gpu is False
     assert 1 <= result.iterations <= 30
@@ -77,7 +77,7 @@ def test_two_level_gives_exactly_k_centroids_close_to_flat_quality():
     rng = np.random.default_rng(1)
     points = rng.normal(size=(20_000, 4)).astype(np.float32)
     flat = train_kmeans(points, 400, niter=20, seed=0)
-    two = train_kmeans(points, 400, niter=20, seed=0, two_level_above=100)
+    two = train_kmeans(points, 400, niter=20, seed=0, two_level=True)
     assert two.centroids.shape == (400, 4) and two.two_level
     cost = {name: CentroidIndex(r.centroids, gpu=None).search(points)[1].sum()
             for name, r in (("flat", flat), ("two", two))}
@@ -109,3 +109,19 @@ def test_agreement_measures_ignore_labels():
     assert share_moved(old, new, 2, 5) == pytest.approx(1 / 5)
     # the sparse path (too many label pairs for a dense table) counts the same
     assert share_moved(old * 5000, new * 5000, 5001, 20001) == pytest.approx(1 / 5)
+
+
+def test_cce_and_pq_get_two_level_kmeans_by_the_same_cap_rule():
+    """The rule counts the cap, so pq (k = P/d) and cce (k = P/2d) switch at the same caps."""
+    from cce_dlrm.embeddings.base import FeatureSpec
+    from cce_dlrm.embeddings.cce import CCEEmbedding
+    from cce_dlrm.embeddings.pq import PQEmbedding
+
+    features = [FeatureSpec("f", 100_000)]
+    for cap, expected in ((80_000, False), (160_000, False), (320_000, True)):
+        kwargs = dict(dim=16, max_table_params=cap, init_std=0.05, seed=0, device="meta",
+                      two_level_above_cap=160_000)
+        assert CCEEmbedding(features, **kwargs).two_level is expected
+        assert PQEmbedding(features, **kwargs).two_level is expected
+    assert not CCEEmbedding(features, dim=16, max_table_params=320_000, init_std=0.05, seed=0,
+                            device="meta", two_level_above_cap=None).two_level

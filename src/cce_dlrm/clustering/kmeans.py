@@ -4,7 +4,7 @@ Both run on the GPU when FAISS has one (``faiss.get_num_gpus() > 0``: the GPU bu
 visible device), on the CPU otherwise. The one visible difference is ``KMeansResult.gpu``
 (logged with each clustering round); the algorithm and its settings are the same.
 
-Two-level k-means (``two_level_above``): flat Lloyd iterations cost ``m * k`` distances each,
+Two-level k-means (``two_level=True``): flat Lloyd iterations cost ``m * k`` distances each,
 which for ``k = 50,000`` centroids and ``m = 1M`` points is about 10 s per iteration on two
 CPU cores (8 minutes for one 4-wide column). Above the threshold the points are first
 clustered into ``sqrt(k)`` coarse groups, then each group into its share of the ``k``
@@ -12,6 +12,12 @@ centroids, every step a FAISS k-means (as FAISS's own ``contrib.clustering.two_l
 does, with empty groups and exact allocation handled). Its objective is within a few percent
 of the flat one (measured on 1M Gaussian 4-d points, k = 50,000: +5%, in 3.5 s instead of
 470 s for flat k-means on a shared machine; tests/test_clustering.py checks a small case).
+
+Who gets it (:func:`use_two_level`, one rule for every method that clusters, cce and pq):
+only on the CPU, and only when the run's ``max_table_params`` is above the method's
+``two_level_above_cap``. The rule counts the cap, not ``k``, because pq's ``k = P/d`` is twice
+cce's ``k = P/2d``: a threshold on ``k`` gave pq the approximation at caps where cce had flat
+k-means. On a GPU flat k-means is affordable and always used.
 
 Example::
 
@@ -167,19 +173,27 @@ def _two_level_kmeans(x: np.ndarray, k: int, niter: int, max_points_per_centroid
     return np.concatenate(parts).astype(np.float32, copy=False), objective, iterations
 
 
+def use_two_level(max_table_params: int | None, above_cap: int | None) -> bool:
+    """Two-level k-means for this run? Only on the CPU and above the cap (see module docstring)."""
+    if above_cap is None or max_table_params is None:
+        return False
+    return int(max_table_params) > int(above_cap) and faiss_gpu_device() is None
+
+
 def train_kmeans(x, k: int, *, niter: int = 50, max_points_per_centroid: int = 256, seed: int = 0,
-                 two_level_above: int | None = None, gpu: int | None | str = "auto") -> KMeansResult:
+                 two_level: bool = False, gpu: int | None | str = "auto") -> KMeansResult:
     """FAISS k-means of ``x`` (``(m, w)``, numpy or torch) into ``k`` centroids.
 
     FAISS subsamples ``x`` to ``max_points_per_centroid * k`` points itself. ``gpu``: a CUDA
-    device index, None (CPU) or "auto" (:func:`faiss_gpu_device`).
+    device index, None (CPU) or "auto" (:func:`faiss_gpu_device`). ``two_level``: the
+    approximation for many centroids (module docstring); at ``k = 1`` it is flat anyway.
     """
     x = _as_points(x)
     if not 1 <= k <= len(x):
         raise ValueError(f"k-means needs 1 <= k <= number of points, got k={k} for {len(x)} points")
     device = faiss_gpu_device() if gpu == "auto" else gpu
     started = time.perf_counter()
-    two_level = two_level_above is not None and k > int(two_level_above)
+    two_level = bool(two_level) and k > 1
     if two_level:
         centroids, objective, iterations = _two_level_kmeans(x, k, niter, max_points_per_centroid,
                                                              seed, device)

@@ -40,7 +40,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from cce_dlrm.clustering import CentroidIndex, share_moved, train_kmeans
+from cce_dlrm.clustering import CentroidIndex, share_moved, train_kmeans, use_two_level
 from cce_dlrm.embeddings.base import (
     ConfigError,
     FeatureGroup,
@@ -133,7 +133,7 @@ class CCEEmbedding(TableMethod):
     the planned steps); ``max_rounds``: at most this many rounds (None: no limit);
     ``last_cluster``: no round after this fraction of training; ``residual``: ``B := mean
     residual`` (True, this project's variant) or ``0`` (False, the paper's Algorithm 3); ``niter``,
-    ``max_points_per_centroid``: FAISS k-means; ``two_level_above_k``: k from which k-means is
+    ``max_points_per_centroid``: FAISS k-means; ``two_level_above_cap``: caps above which k-means is
     two-level (None: always flat), see ``cce_dlrm.clustering.kmeans``.
     """
 
@@ -141,7 +141,7 @@ class CCEEmbedding(TableMethod):
                  columns: int = 4, cluster_every: float = 0.25, cluster_unit: str = "epochs",
                  max_rounds: int | None = 2, last_cluster: float = 1.0,
                  residual: bool = False, niter: int = 50, max_points_per_centroid: int = 256,
-                 two_level_above_k: int | None = 4096):
+                 two_level_above_cap: int | None = 160_000):
         check_columns("cce", dim, columns)
         if not 0.0 <= last_cluster <= 1.0:
             raise ConfigError(f"cce: last_cluster is a fraction of training, got {last_cluster}")
@@ -169,7 +169,7 @@ class CCEEmbedding(TableMethod):
         self.residual = bool(residual)
         self.niter = int(niter)
         self.max_points_per_centroid = int(max_points_per_centroid)
-        self.two_level_above_k = None if two_level_above_k is None else int(two_level_above_k)
+        self.two_level = use_two_level(max_table_params, two_level_above_cap)
 
         num = len(self.features)
         self.compressed = [i for i, f in enumerate(self.features)
@@ -336,7 +336,7 @@ class CCEEmbedding(TableMethod):
 
         kmeans_args = dict(niter=self.niter, max_points_per_centroid=self.max_points_per_centroid,
                            seed=derived_seed(self.seed, _KMEANS, round_, f, j),
-                           two_level_above=self.two_level_above_k)
+                           two_level=self.two_level)
         return cluster_column(current, self.features[f].num_ids, k,
                               lambda ids: universal_hash(ids, new_h[0], new_h[1], k), sample,
                               residual=self.residual, kmeans_args=kmeans_args)

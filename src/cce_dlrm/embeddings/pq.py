@@ -30,7 +30,7 @@ import time
 import numpy as np
 import torch
 
-from cce_dlrm.clustering import CentroidIndex, train_kmeans
+from cce_dlrm.clustering import CentroidIndex, train_kmeans, use_two_level
 from cce_dlrm.embeddings.base import (
     ConfigError,
     FeatureGroup,
@@ -56,13 +56,13 @@ class PQEmbedding(TableMethod):
 
     def __init__(self, features, dim, max_table_params, init_std, seed, device=None, *,
                  columns: int = 4, niter: int = 50, max_points_per_centroid: int = 256,
-                 two_level_above_k: int | None = 4096):
+                 two_level_above_cap: int | None = 160_000):
         if columns < 1 or dim % columns:
             raise ConfigError(f"pq: embedding dim {dim} is not divisible by columns={columns}")
         super().__init__(features, dim, max_table_params, init_std, seed, device)
         self.columns = int(columns)
         self.niter, self.max_points_per_centroid = int(niter), int(max_points_per_centroid)
-        self.two_level_above_k = None if two_level_above_k is None else int(two_level_above_k)
+        self.two_level = use_two_level(max_table_params, two_level_above_cap)
         self.compressed = [i for i, f in enumerate(self.features)
                            if not fits_full(f.num_ids, dim, max_table_params)]
         self.centroids = {i: feature_budget(self.features[i].num_ids, dim, max_table_params) // dim
@@ -166,7 +166,7 @@ class PQEmbedding(TableMethod):
             block = weight[:, j * w : (j + 1) * w]
             km = train_kmeans(block.index_select(0, sample), k, niter=self.niter,
                               max_points_per_centroid=self.max_points_per_centroid,
-                              seed=int(rng.integers(2**31 - 1)), two_level_above=self.two_level_above_k)
+                              seed=int(rng.integers(2**31 - 1)), two_level=self.two_level)
             labels, distances = CentroidIndex(km.centroids, gpu="auto" if km.gpu else None).search(block)
             codes[:, j] = torch.from_numpy(labels).to(codes.device, codes.dtype)
             book[:, j * w : (j + 1) * w] = torch.from_numpy(km.centroids).to(book.device)
