@@ -45,7 +45,7 @@ download-criteo: ## fetch a Criteo dataset into data/raw/$(DATASET)/ (DATASET=cr
 	scripts/download_criteo.sh $(DATASET) $(DAYS)
 
 preprocess: $(STAMP) ## raw Criteo files -> data/processed/$(DATASET)/ (Hydra overrides in ARGS="...")
-	$(PY) -m cce_dlrm.preprocess dataset=$(DATASET) $(ARGS)
+	$(PY) -m cce_dlrm.preprocess dataset=$(DATASET) $(if $(filter command environment,$(origin DAYS)),"++dataset.preprocess.days='$(DAYS)'") $(ARGS)
 
 reproduce-table1: $(STAMP) ## the baseline + methods x budgets (EXPERIMENT=table1 for Criteo Kaggle; overrides in ARGS), then results/
 	$(PY) -m cce_dlrm.train experiment=$(EXPERIMENT) method=full max_table_params=null hydra.run.dir=runs/$(EXPERIMENT)/full $(ARGS)

@@ -271,16 +271,18 @@ def test_resume_after_a_real_sigkill(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env)
     deadline = time.time() + 60
-    while len(list((out / ".work").glob("*.json"))) < 12 and time.time() < deadline:
+    stage = tmp_path / "out.building"  # built there, swapped in at the end
+    while len(list((stage / ".work").glob("*.json"))) < 12 and time.time() < deadline:
         time.sleep(0.02)
     workers = _children(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(0.5)
     assert workers and not [p for p in workers if _alive(p)]  # the workers died with it
-    assert not (out / "meta.json").exists()
-    assert [p.name for p in out.iterdir() if p.suffix in (".f32", ".i32", ".u8")] == []
+    assert not out.exists() and not (stage / "meta.json").exists()
+    assert [p.name for p in stage.iterdir() if p.suffix in (".f32", ".i32", ".u8")] == []
     preprocess("kaggle", raw, out, progress=False, chunk_mb=0.02)
+    assert not stage.exists()
     preprocess("kaggle", raw, tmp_path / "whole", progress=False, chunk_mb=0.02)
     assert folder_bytes(out) == folder_bytes(tmp_path / "whole")
 

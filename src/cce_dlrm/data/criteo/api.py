@@ -17,7 +17,7 @@ def preprocess(
     *,
     name: str | None = None,
     file: str = "train.txt",
-    days: str | list[int] = "0-23",
+    days: str | list[int] | None = None,
     mode: str = "strict",
     frequency_threshold: int = 0,
     max_ind_range: int = 0,
@@ -30,7 +30,8 @@ def preprocess(
     on_chunk: ChunkHook | None = None,
 ) -> dict:
     """Preprocesses Criteo ``kind`` ("kaggle": ``raw_dir/file``; "terabyte": ``raw_dir/day_N``
-    for ``days``, plain or .gz) into ``out_dir``; returns the written ``meta.json``.
+    for ``days``, plain or .gz; all 24 days when None) into ``out_dir``; returns the written
+    ``meta.json``. ``days`` is refused for Kaggle, whose one file has no day files.
 
     Example::
 
@@ -40,9 +41,13 @@ def preprocess(
                                   float(negative_subsampling), int(subsample_seed),
                                   float(chunk_mb), float(sync_mb), int(workers))
     if kind == KAGGLE:
+        if days is not None:
+            raise PreprocessConfigError(
+                f"days ({days!r}) apply to Criteo Terabyte only: Kaggle's train.txt is one file "
+                "(drop DAYS=... / dataset.preprocess.days, or use DATASET=criteo_terabyte)")
         files = kaggle_files(raw_dir, file)
     elif kind == TERABYTE:
-        files = terabyte_files(raw_dir, days)
+        files = terabyte_files(raw_dir, "0-23" if days is None else days)
     else:
         raise PreprocessConfigError(f"kind must be {KAGGLE!r} or {TERABYTE!r}, not {kind!r}")
     return build(files, out_dir, name or f"criteo_{kind}", settings, progress, on_chunk)

@@ -95,19 +95,27 @@ def find_raw(raw_dir: Path, name: str, hint: str) -> Path:
 
 
 def parse_days(days) -> list[int]:
-    """``"0-23"``, ``"0-2,23"``, ``7`` or ``[0, 1, 23]`` -> sorted unique day numbers."""
-    if isinstance(days, int):
-        return [days]
-    if isinstance(days, str):
-        out = []
-        for part in days.replace(" ", "").split(","):
+    """Day numbers from what a command line or a config gives, as a sorted unique list.
+
+    Accepts ``"0-23"``, ``"0,23"``, ``"0-3,23"``, ``7``, ``[0, 1, 23]`` or ``["0-3", 23]``
+    (Hydra reads an unquoted ``0-3`` list item as a string), e.g.
+    ``parse_days("0-3,23") == [0, 1, 2, 3, 23]``.
+    """
+    items = [days] if isinstance(days, (int, str)) else list(days)
+    out = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, str)):
+            raise PreprocessConfigError(f"days: cannot read {days!r} (use e.g. 0-23 or 0,1,23)")
+        if isinstance(item, int):
+            out.append(item)
+            continue
+        for part in item.replace(" ", "").split(","):
             m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-            if not m:
-                raise PreprocessConfigError(f"days: cannot read {days!r} (use e.g. 0-23 or 0,1,23)")
-            lo, hi = int(m[1]), int(m[2] or m[1])
-            out += range(lo, hi + 1)
-        days = out
-    days = sorted({int(d) for d in days})
+            if not m or int(m[2] or m[1]) < int(m[1]):
+                raise PreprocessConfigError(
+                    f"days: cannot read {days!r} (use e.g. 0-23 or 0,1,23)")
+            out += range(int(m[1]), int(m[2] or m[1]) + 1)
+    days = sorted(set(out))
     if not days or days[0] < 0 or days[-1] >= TERABYTE_DAYS:
         raise PreprocessConfigError(f"days must be within 0..{TERABYTE_DAYS - 1}, got {days}")
     return days

@@ -1,7 +1,14 @@
 """Raw Criteo files -> the processed format of ``cce_dlrm.data.processed``, resumably.
 
-Stages, each resumable (state in ``<out>/.work/``, every file written under a temporary
-name and renamed when complete):
+Everything is built in a staging folder next to the output, ``<out>.building/``, and put
+in place with one atomic rename (``processed.replace_folder``) once it is complete: a run
+that fails or is killed leaves the previous dataset at ``<out>`` as it was, usable.
+
+Before anything is read, the first line of every raw file is checked for the wrong format
+(a CSV file is named as one, not rejected row by row).
+
+Stages, each resumable (state in ``<out>.building/.work/``, every file written under a
+temporary name and renamed when complete):
 
 0. line counts of the files whose split layout needs them (Kaggle's ``train.txt``, the
    Terabyte evaluation day);
@@ -9,10 +16,12 @@ name and renamed when complete):
    and labels into the split files and its factorised categoricals into the work folder,
    and count the dictionaries; ends with ``vocab.npz`` (the dictionaries);
 2. pass 2 (``pass2``): write the categorical ids into the split files;
-3. rename the split files into place, write ``meta.json`` (last), delete the work folder.
+3. rename the split files into place, write ``meta.json`` (last, with the id range of every
+   feature per split), delete the work folder, swap the staging folder into place.
 
 ``meta.json`` records the fingerprints of the raw files and the settings: a later run
-with the same ones has nothing to do; with other ones the outputs are stale and rebuilt.
+with the same ones has nothing to do; with other ones the outputs are stale and rebuilt
+(the log says which settings and which files, with their sizes, changed).
 """
 
 from __future__ import annotations
@@ -34,16 +43,18 @@ from cce_dlrm.data.criteo.outputs import OffsetSplitWriter, finish_split_files
 from cce_dlrm.data.criteo.pass1 import empty_file_error, gzip_truncated_error, run_file
 from cce_dlrm.data.criteo.pass2 import write_sparse
 from cce_dlrm.data.criteo.schema import MALFORMED_KINDS, SUBSAMPLED_NEGATIVE
-from cce_dlrm.data.criteo.source import count_lines, fingerprint
+from cce_dlrm.data.criteo.source import count_lines, fingerprint, looks_like_csv
 from cce_dlrm.data.criteo.vocab import VocabCounter, Vocabulary
 from cce_dlrm.data.criteo.workers import Workers, worker_count
 from cce_dlrm.data.processed import (
-    ARRAY_FILES, META_FILE, SPLITS, DatasetError, ProcessedDataset, split_file, write_meta,
+    ARRAY_FILES, ID_RANGE_KEY, META_FILE, SPLITS, DatasetError, ProcessedDataset, replace_folder,
+    split_file, write_meta,
 )
 
 log = logging.getLogger(__name__)
 
 WORK_DIR = ".work"
+STAGING_SUFFIX = ".building"
 VOCAB_FILE = "vocab.npz"
 COUNTS_CHECKPOINT = "counts.npz"
 
@@ -62,20 +73,68 @@ def clear_outputs(out: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _difference(old: dict | None, new: dict) -> str:
-    """Why recorded outputs do not match the current inputs, in a few words."""
+def staging_folder(out: Path) -> Path:
+    """Where the next version of ``out`` is built: ``<out>.building`` next to it."""
+    return out.with_name(out.name + STAGING_SUFFIX)
+
+
+def _difference(old: dict | None, new: dict, files: list[RawFile]) -> str:
+    """What differs between the recorded inputs and the current ones: the settings, and the
+    raw files (path, recorded and current size), e.g.
+    ``settings changed: frequency_threshold 0 -> 2; train.txt changed (/data/raw/train.txt:
+    size 11,045,110 -> 9,120,444 bytes)``."""
     if not old:
         return "it records no inputs"
-    if old.get("settings") != new["settings"]:
-        changed = [f"{k} {old['settings'].get(k)!r} -> {v!r}"
-                   for k, v in new["settings"].items() if old["settings"].get(k) != v]
-        return "settings changed: " + ", ".join(changed)
+    parts = []
+    if old.get("dataset") != new["dataset"]:
+        parts.append(f"dataset {old.get('dataset')!r} -> {new['dataset']!r}")
+    was = old.get("settings") or {}
+    if was != new["settings"]:
+        keys = list(new["settings"]) + [k for k in was if k not in new["settings"]]
+        parts.append("settings changed: " + ", ".join(
+            f"{k} {was.get(k)!r} -> {new['settings'].get(k)!r}" for k in keys
+            if was.get(k) != new["settings"].get(k)))
     before = {f["name"]: f for f in old.get("files", [])}
+    paths = {raw.name: raw.path for raw in files}
     for f in new["files"]:
-        if before.get(f["name"]) != f:
-            size = before.get(f["name"], {}).get("size")
-            return f"{f['name']} changed (size {size} -> {f['size']})"
-    return "its inputs differ"
+        b = before.pop(f["name"], None)
+        if b is None:
+            parts.append(f"{f['name']} is a new input ({paths[f['name']]}: {f['size']:,} bytes)")
+        elif b != f:
+            size = b.get("size")
+            detail = (f"size {size:,} -> {f['size']:,} bytes" if isinstance(size, int)
+                      else f"{f['size']:,} bytes")
+            if b.get("sha256_ends") == f["sha256_ends"] and b.get("layout") != f["layout"]:
+                detail += f", role {b.get('layout')} -> {f['layout']}"
+            elif size == f["size"]:
+                detail += ", other content"
+            parts.append(f"{f['name']} changed ({paths[f['name']]}: {detail})")
+    parts += [f"{name} is no longer an input" for name in before]
+    return "; ".join(parts) or "its inputs differ"
+
+
+def _check_format(files: list[RawFile]) -> None:
+    """Stops on a raw file that is CSV, before any work (otherwise every row would be
+    rejected as a bad label, one by one)."""
+    for raw in files:
+        csv = looks_like_csv(raw.path)
+        if csv is not None:
+            raise CriteoInputError(str(raw.path), None, f"this looks like CSV ({csv}); "
+                                   "expected tab-separated Criteo rows")
+
+
+def _install(stage: Path, out: Path) -> None:
+    """Swaps the finished ``stage`` in at ``out``, then deletes the previous dataset."""
+    previous = replace_folder(stage, out)
+    if previous is None:
+        return
+    clear_outputs(previous)
+    left = sorted(p.name for p in previous.iterdir())
+    if left:  # never delete what this pipeline did not write
+        log.warning("%s held files that are not part of a processed dataset (%s); they are "
+                    "kept in %s", out, ", ".join(left[:5]), previous)
+    else:
+        previous.rmdir()
 
 
 def _line_counts(files: list[RawFile], work: Path, settings: PreprocessSettings,
@@ -186,7 +245,11 @@ def build(files: list[RawFile], out_dir: Path | str, dataset: str,
     started = time.time()
     hook = on_chunk or (lambda stage, n: None)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_format(files)
+    stage = staging_folder(out)
+    if not out.exists() and (stage / META_FILE).is_file():
+        # a run stopped between the two renames of replace_folder's fallback: finish it
+        _install(stage, out)
     identity = {"dataset": dataset,
                 "files": [{**fingerprint(f.path), "layout": f.layout} for f in files],
                 "settings": settings.output_settings()}
@@ -194,30 +257,32 @@ def build(files: list[RawFile], out_dir: Path | str, dataset: str,
     if old is not None:
         if old.get("build") == identity:
             try:
-                ProcessedDataset(out)  # checks that every split file is there, of the right size
+                # checks that every split file is there, of the right size, ids in range
+                current = ProcessedDataset(out)
                 log.info("%s is up to date (same raw files and settings); nothing to do", out)
-                return old
+                return current.meta
             except DatasetError as err:
                 log.warning("%s is damaged (%s); rebuilding", out, err)
         else:
             log.warning("%s is stale: %s; rebuilding", out,
-                        _difference(old.get("build"), identity))
-        (out / META_FILE).unlink()
+                        _difference(old.get("build"), identity, files))
+        log.info("%s stays as it is until its successor, built in %s, is complete", out, stage)
 
-    work = out / WORK_DIR
+    stage.mkdir(parents=True, exist_ok=True)
+    work = stage / WORK_DIR
     state = {**identity, "chunk_bytes": settings.chunk_bytes}
     if cache.read_json(work / "build.json") == state:
         log.info("resuming the unfinished run in %s", work)
     else:
         if work.exists():
             log.warning("discarding unfinished work in %s (other raw files or settings)", work)
-        clear_outputs(out)
+        clear_outputs(stage)
         work.mkdir(parents=True)
         cache.write_json(work / "build.json", state)
 
     counts = _line_counts(files, work, settings, progress)
     segments = [f.segments(counts.get(i)) for i, f in enumerate(files)]
-    all_infos = _pass1(files, segments, work, out, settings, progress, hook)
+    all_infos = _pass1(files, segments, work, stage, settings, progress, hook)
     for i, raw in enumerate(files):
         read = sum(info["rows_read"] for info in all_infos[i])
         if i in counts and read != counts[i]:
@@ -229,7 +294,7 @@ def build(files: list[RawFile], out_dir: Path | str, dataset: str,
         raise CriteoInputError(", ".join(f.name for f in files), None,
                                f"no usable rows ({totals['rows_read']} read, skipped: {skipped})")
 
-    vocab = Vocabulary.load(out / VOCAB_FILE)
+    vocab = Vocabulary.load(stage / VOCAB_FILE)
     chunks = [(cache.chunk_name(i, k), info) for i, infos in enumerate(all_infos)
               for k, info in enumerate(infos)]
     written = 0
@@ -240,9 +305,10 @@ def build(files: list[RawFile], out_dir: Path | str, dataset: str,
             written += 1
             hook("write", written)
 
-        rows = write_sparse(chunks, work, out, vocab, worker_count(settings.workers),
-                            settings.sync_bytes, on_rows=bar.update, on_chunk=chunk_written)
-    finish_split_files(out, rows)
+        rows, id_ranges = write_sparse(chunks, work, stage, vocab,
+                                       worker_count(settings.workers), settings.sync_bytes,
+                                       on_rows=bar.update, on_chunk=chunk_written)
+    finish_split_files(stage, rows)
 
     positives = Counter()
     for _, info in chunks:
@@ -265,8 +331,11 @@ def build(files: list[RawFile], out_dir: Path | str, dataset: str,
         },
         "seconds": round(time.time() - started, 2),
     }
-    write_meta(out, meta)
+    if id_ranges is not None:  # else (work of an older version resumed) write_meta scans
+        meta[ID_RANGE_KEY] = {s: id_ranges[s] for s in SPLITS}
+    write_meta(stage, meta)
     shutil.rmtree(work, ignore_errors=True)
+    _install(stage, out)
     _report(out, meta)
     return meta
 

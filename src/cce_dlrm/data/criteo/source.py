@@ -258,3 +258,29 @@ def count_lines(path: Path, progress=None) -> LineCount:
         return LineCount(lines + unterminated, stream.truncated, unterminated)
     finally:
         stream.close()
+
+
+SNIFF_BYTES = 1 << 16  # how much of a file's start is read to recognise its format
+
+
+def looks_like_csv(path: Path | str) -> str | None:
+    """How the start of the file looks like CSV (e.g. ``"comma-separated, header
+    'label,I1,I2,...'"``), or None when its first line is not comma-separated text.
+
+    A Criteo row has 39 tabs; a first line with commas and no tab is a CSV export (with
+    or without a header row), which would otherwise fail row by row as a bad label.
+    """
+    stream = _RawStream(Path(path))
+    try:
+        buf = bytearray(SNIFF_BYTES)
+        got = stream.readinto(memoryview(buf))
+    finally:
+        stream.close()
+    first = bytes(buf[:got]).split(b"\n", 1)[0].rstrip(b"\r")
+    if b"\t" in first or b"," not in first:
+        return None
+    fields = first.decode("utf-8", errors="backslashreplace").split(",")
+    shown = ",".join(fields[:3]) + (",..." if len(fields) > 3 else "")
+    if fields[0].strip().strip('"') in ("0", "1"):  # a data row: there is no header
+        return f"comma-separated, no header row, first row '{shown}'"
+    return f"comma-separated, header '{shown}'"
