@@ -1,5 +1,8 @@
 """Figure 4 of the CCE paper, and validation curves, from the runs' ``metrics.json`` (PNG, Agg).
 
+Both take ``table1_data.build``'s output (a group) or ``runs.load_runs``'s frame and return a
+``matplotlib.figure.Figure``, saved to ``path`` when one is given.
+
 - ``bce_vs_params``: test BCE at the best validation against parameters in the largest table
   (log x), one line per method (mean over seeds), a band for the seeds' min-max, the
   full-table baseline as a horizontal line (its seeds' min-max as a grey band), and where the
@@ -15,25 +18,31 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only; the notebook's inline backend still shows the returned figures
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.ticker
+import pandas as pd
+# Figure objects without pyplot: PNGs through the Agg canvas whatever the session's backend,
+# no global state, and a notebook shows the returned figure as it is
+from matplotlib.figure import Figure
 
 ROUND_KEY = "cluster/round"
 
 
+# one colour per method in every figure, whichever methods a sweep holds
+KNOWN = ("cce", "ce", "hashing", "qr", "dhe", "pq", "tt", "robe", "hemb")
+
+
 def _colors(methods) -> dict[str, str]:
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    return {m: cycle[i % len(cycle)] for i, m in enumerate(sorted(methods))}
+    cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    order = list(KNOWN) + sorted(set(methods) - set(KNOWN))
+    return {m: cycle[i % len(cycle)] for i, m in enumerate(order)}
 
 
 def bce_vs_params(group: dict, path: Path | str | None = None):
     """Draws Figure 4 for one ``table1_data`` group; saves it to ``path`` if given; returns it."""
     methods = group["methods"]
     colors = _colors(set(methods) | set(group["paper_points"]))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for m, v in methods.items():
         pts = [(x["largest_table_params"], x["test_bce"]) for x in v["grid"]
                if x["largest_table_params"] and x["test_bce"]["n"]]
@@ -80,7 +89,8 @@ def val_curves(runs: pd.DataFrame, path: Path | str | None = None, caps: list[fl
     colors = _colors(set(done.method))
     cols = min(len(caps), 3) or 1
     rows = max(1, -(-len(caps) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False, sharey=True)
+    fig = Figure(figsize=(4.2 * cols, 3.3 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
     for ax in axes.flat[len(caps):]:
         ax.set_visible(False)
     for ax, cap in zip(axes.flat, caps or [None]):

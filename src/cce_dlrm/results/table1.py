@@ -54,12 +54,10 @@ def write(root: Path | str, out: Path | str) -> dict:
     rows += [{"status": r["status"], "error": r["reason"], "run_dir": r["run_dir"]} for r in table["unreadable"]]
     pd.DataFrame(rows).to_csv(out / "table1.csv", index=False)
     several = len(table["groups"]) > 1
-    import matplotlib.pyplot as plt
-
     for g in table["groups"]:
         stem = figure_stem(g, several)
-        plt.close(figures.bce_vs_params(g, out / "figures" / f"bce_vs_params{stem}.png"))
-        plt.close(figures.val_curves(group_runs(runs, g), out / "figures" / f"val_curves{stem}.png"))
+        figures.bce_vs_params(g, out / "figures" / f"bce_vs_params{stem}.png")
+        figures.val_curves(group_runs(runs, g), out / "figures" / f"val_curves{stem}.png")
     return table
 
 
