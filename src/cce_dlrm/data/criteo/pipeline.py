@@ -27,6 +27,7 @@ with the same ones has nothing to do; with other ones the outputs are stale and 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from collections import Counter
@@ -63,14 +64,18 @@ COUNTS_CHECKPOINT = "counts.npz"
 ChunkHook = Callable[[str, int], None]
 
 
+def _output_names() -> set[str]:
+    """Names of everything this pipeline writes in an output folder."""
+    names = [META_FILE, VOCAB_FILE]
+    names += [split_file(Path(), s, k).name for s in SPLITS for k in ARRAY_FILES]
+    return {WORK_DIR} | {n for name in names for n in (name, f"{name}.tmp")}
+
+
 def clear_outputs(out: Path) -> None:
     """Removes everything this pipeline writes in ``out`` (and nothing else)."""
     shutil.rmtree(out / WORK_DIR, ignore_errors=True)
-    names = [META_FILE, VOCAB_FILE]
-    names += [split_file(out, s, k).name for s in SPLITS for k in ARRAY_FILES]
-    for name in names:
-        for path in (out / name, out / f"{name}.tmp"):
-            path.unlink(missing_ok=True)
+    for name in _output_names() - {WORK_DIR}:
+        (out / name).unlink(missing_ok=True)
 
 
 def staging_folder(out: Path) -> Path:
@@ -124,15 +129,22 @@ def _check_format(files: list[RawFile]) -> None:
 
 
 def _install(stage: Path, out: Path) -> None:
-    """Swaps the finished ``stage`` in at ``out``, then deletes the previous dataset."""
+    """Swaps the finished ``stage`` in at ``out``, then deletes the previous dataset. Files
+    in ``out`` that this pipeline did not write move over to the new folder first."""
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in _output_names())
+        for name in foreign:
+            if not (stage / name).exists():
+                os.rename(out / name, stage / name)
+        if foreign:
+            log.info("kept in %s: %s (not part of the processed dataset)", out, ", ".join(foreign))
     previous = replace_folder(stage, out)
     if previous is None:
         return
     clear_outputs(previous)
     left = sorted(p.name for p in previous.iterdir())
     if left:  # never delete what this pipeline did not write
-        log.warning("%s held files that are not part of a processed dataset (%s); they are "
-                    "kept in %s", out, ", ".join(left[:5]), previous)
+        log.warning("files left in %s: %s", previous, ", ".join(left))
     else:
         previous.rmdir()
 
