@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -34,7 +36,7 @@ from cce_dlrm.results.table1_data import build
 from cce_dlrm.results.table1_markdown import markdown
 
 RUNS = Path(os.environ.get("CCE_RUNS", "../runs/table1_synthetic"))
-OUT = Path(os.environ.get("CCE_FIGURES", "figures"))
+OUT = Path(os.environ.get("CCE_FIGURES", f"../results/{RUNS.name}/figures"))
 OUT.mkdir(parents=True, exist_ok=True)
 
 runs = load_runs(RUNS)

@@ -265,3 +265,12 @@ def test_bad_input_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "cce_dlrm.results.table1", str(empty), "--out", str(tmp_path)],
                             capture_output=True, text=True)
     assert result.returncode != 0 and result.stderr.strip() == f"no metrics.json under {empty}: run the sweep first"
+
+
+@pytest.mark.parametrize("module", ["compression", "crossing", "noise"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"cce_dlrm.results.{module}"))
+    assert result.attempted > 0 and result.failed == 0

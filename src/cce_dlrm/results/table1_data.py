@@ -40,6 +40,8 @@ COUNTING = (
     "swept cap that is the runs' own count (DHE's MLPs, TT's cores included); between swept caps the ratio "
     "of the runs' count to the table formula min(n*d, cap) is interpolated in log(cap) per feature. The "
     "largest-table factor divides the largest full table by the method's parameters for that feature. "
+    "Per seed: each seed's own curve against the baseline's mean over seeds; the seeds' mean ± std and "
+    "min-max count the seeds with an interpolated or extrapolated crossing (n shown). "
     "Auxiliary bytes (hash constants, PQ codes) are not in the factor; they are in table1.csv."
 )
 

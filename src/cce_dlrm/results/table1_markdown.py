@@ -41,7 +41,11 @@ def _factor_cell(e: dict) -> str:
 def _fits_cell(e: dict, key: str = "factor_all") -> str:
     parts = []
     for degree, fit in sorted(e["fits"].items()):
-        parts.append(f"deg {degree}: {factor(fit[key]) if fit['cap'] is not None else 'not reached'}")
+        if len(e["fit_caps"]) < int(degree) + 1:
+            text = f"too few caps ({len(e['fit_caps'])})"
+        else:
+            text = factor(fit[key]) if fit["cap"] is not None else "not reached"
+        parts.append(f"deg {degree}: {text}")
     return "; ".join(parts) or "-"
 
 
