@@ -274,3 +274,26 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(importlib.import_module(f"cce_dlrm.results.{module}"))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_without_a_baseline_the_grid_still_builds(tmp_path):
+    runs = write_sweep(tmp_path / "runs", seeds=(0, 1), extras=False)
+    for path in (runs / "full").rglob("metrics.json"):
+        path.unlink()
+    out = tmp_path / "out"
+    table = write(runs, out)
+    (g,) = table["groups"]
+    assert g["methods"]["cce"]["factor"] is None and len(g["methods"]["cce"]["grid"]) == 5
+    assert any("No completed full-table run" in n for n in g["notes"])
+    assert "No completed full-table run" in (out / "table1.md").read_text()
+    json.loads((out / "table1.json").read_text())  # strict JSON: no NaN
+
+
+def test_runs_without_per_feature_counts_use_the_table_formula(tmp_path):
+    runs = write_sweep(tmp_path / "runs", seeds=(0,), extras=False)
+    for path in (runs / "cce").rglob("metrics.json"):
+        data = json.loads(path.read_text())
+        del data["learned_params_per_feature"]
+        path.write_text(json.dumps(data))
+    cce = build(load_runs(runs))["groups"][0]["methods"]["cce"]["factor"]
+    assert cce["factor_all"] == pytest.approx(factor_all_tables(FULL, capped_params(FULL, true_cap("cce"))))

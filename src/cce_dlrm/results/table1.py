@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -40,6 +41,19 @@ def group_runs(runs: pd.DataFrame, group: dict) -> pd.DataFrame:
     return runs[same & (runs.status != "unreadable")]
 
 
+def _json_ready(value):
+    """NaN and infinities as null (strict JSON), numpy scalars as Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write(root: Path | str, out: Path | str) -> dict:
     """Builds the table from ``root``'s metrics.json files and writes every output; returns the data."""
     runs = load_runs(root)
@@ -49,7 +63,7 @@ def write(root: Path | str, out: Path | str) -> dict:
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "table1.md").write_text(markdown(table))
-    (out / "table1.json").write_text(json.dumps(table, indent=2, default=str) + "\n")
+    (out / "table1.json").write_text(json.dumps(_json_ready(table), indent=2, allow_nan=False, default=str) + "\n")
     rows = [r for g in table["groups"] for r in g["runs"]]
     rows += [{"status": r["status"], "error": r["reason"], "run_dir": r["run_dir"]} for r in table["unreadable"]]
     pd.DataFrame(rows).to_csv(out / "table1.csv", index=False)
