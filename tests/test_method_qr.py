@@ -75,3 +75,32 @@ def test_features_that_fit_stay_full_and_bad_options_are_config_errors():
         make(1000, dim=16, op="concat", partitions=3)
     with pytest.raises(ConfigError, match="partitions"):
         make(1000, partitions=1)
+
+
+@pytest.mark.parametrize("partitions", [2, 3])
+def test_mult_factors_start_near_one_and_the_product_keeps_init_std(partitions):
+    """All factors but the last (the quotient) uniform on [0.5, 1.5]; the last centred, scaled
+    so that the product's coordinates have std init_std (the shared rule)."""
+    method = make(200_000, budget=16_000, partitions=partitions)
+    slots = method.layouts[0].slots
+    assert slots == partitions
+    for s in range(slots - 1):
+        w = method.ebc.embedding_bags[f"f__s{s}c0"].weight
+        assert 0.5 <= w.min() and w.max() <= 1.5 and w.mean().item() == pytest.approx(1.0, abs=0.05)
+    last = method.ebc.embedding_bags[f"f__s{slots - 1}c0"].weight
+    assert abs(last.mean().item()) < 0.005
+    ids = torch.randint(0, 200_000, (20_000,), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = method(KeyedJaggedTensor(keys=["f"], values=ids, lengths=torch.ones(20_000, dtype=torch.int32)))
+    assert out.std().item() == pytest.approx(0.05, rel=0.05)
+    assert abs(out.mean().item()) < 0.005
+
+
+def test_add_and_features_that_fit_keep_the_shared_rule():
+    add = make(10_000, op="add")
+    for t in add.sub_tables:
+        assert t.init_mean == 0.0 and t.init_std == pytest.approx(0.05 / math.sqrt(2))
+    mult = QREmbedding([FeatureSpec("small", 100), FeatureSpec("big", 10_000)], dim=16,
+                       max_table_params=4000, init_std=0.05, seed=0)
+    small = [t for t in mult.sub_tables if t.feature == 0]
+    assert len(small) == 1 and small[0].init_mean == 0.0 and small[0].init_std == 0.05

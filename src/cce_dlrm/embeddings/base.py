@@ -222,6 +222,7 @@ class SubTable:
     rows: int
     dim: int
     init_std: float
+    init_mean: float = 0.0  # centre of the uniform init (qr's mult factors start near 1)
 
 
 @dataclass
@@ -240,7 +241,8 @@ INIT_BLOCK_ROWS = 1 << 16
 
 
 def fill_uniform_shard(
-    shard: torch.Tensor, seed: int, table: str, row_offset: int, col_offset: int, table_dim: int, std: float
+    shard: torch.Tensor, seed: int, table: str, row_offset: int, col_offset: int, table_dim: int, std: float,
+    mean: float = 0.0,
 ) -> None:
     """Fills ``shard`` (a view of rows/columns of a table) with the table's deterministic init.
 
@@ -254,7 +256,7 @@ def fill_uniform_shard(
         for block in range(first, last + 1):
             gen = torch.Generator().manual_seed(_table_seed(seed, table, block))
             values = torch.rand(INIT_BLOCK_ROWS, table_dim, generator=gen)
-            values = (values * 2.0 - 1.0) * half_width
+            values = (values * 2.0 - 1.0) * half_width + mean
             lo = max(row_offset, block * INIT_BLOCK_ROWS)
             hi = min(row_offset + rows, (block + 1) * INIT_BLOCK_ROWS)
             src = values[lo - block * INIT_BLOCK_ROWS : hi - block * INIT_BLOCK_ROWS,
@@ -341,7 +343,7 @@ class TableMethod(EmbeddingMethod):
         """Deterministic init of every (unsharded) sub-table; sharded ones: see training code."""
         for t in self.sub_tables:
             weight = self.ebc.embedding_bags[t.name].weight
-            fill_uniform_shard(weight.data, self.seed, t.name, 0, 0, t.dim, t.init_std)
+            fill_uniform_shard(weight.data, self.seed, t.name, 0, 0, t.dim, t.init_std, t.init_mean)
 
     def table_kjt(self, features: KeyedJaggedTensor) -> KeyedJaggedTensor:
         """Logical ids -> a KJT over every sub-table (one id each), built with tensor ops."""

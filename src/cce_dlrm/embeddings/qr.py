@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 
 import torch
 
@@ -32,6 +33,7 @@ from cce_dlrm.embeddings.base import (
     FeatureGroup,
     FeatureLayout,
     FeatureSpec,
+    SubTable,
     TableMethod,
     feature_budget,
     fits_full,
@@ -41,6 +43,9 @@ from cce_dlrm.embeddings.hash_family import draw_hash_constants, universal_hash
 log = logging.getLogger(__name__)
 
 OPS = {"mult": "prod", "add": "sum", "concat": None}
+# std of the near-1 factors of ``mult``: uniform on [0.5, 1.5], the reference's width 1
+# (its uniform(sqrt(1/n), 1)) centred on 1
+NEAR_ONE_STD = 1.0 / math.sqrt(12.0)
 
 
 def mixed_radices(n: int, partitions: int, m: int) -> list[int]:
@@ -70,6 +75,21 @@ def largest_covered(partitions: int, rows: int) -> tuple[int, list[int]]:
     return best
 
 
+def mult_init(table: SubTable, slots: int, init_std: float) -> SubTable:
+    """The init of one sub-table of a feature composed by ``mult`` (see the module docstring).
+
+    Every factor but the last (slot ``s-1``, the quotient) is uniform on ``[1 - 1/2, 1 + 1/2]``
+    (mean 1, second moment ``1 + 1/12``); the last is centred uniform with std
+    ``init_std / (1 + 1/12) ** ((s - 1) / 2)``, so the product has coordinate std ``init_std``.
+    A feature that fits (one slot, a full table) keeps the shared rule.
+    """
+    if slots == 1:
+        return table
+    if table.slot < slots - 1:
+        return replace(table, init_std=NEAR_ONE_STD, init_mean=1.0)
+    return replace(table, init_std=init_std / (1.0 + NEAR_ONE_STD ** 2) ** ((slots - 1) / 2), init_mean=0.0)
+
+
 class QREmbedding(TableMethod):
     """Quotient-remainder (complementary partition) embeddings; features that fit stay full."""
 
@@ -87,6 +107,11 @@ class QREmbedding(TableMethod):
         self.op, self.partitions, self.when_too_small = op, int(partitions), when_too_small
         self.plans: dict[int, tuple[int, list[int]]] = {}  # feature -> (hashed range or 0, radices)
         super().__init__(features, dim, max_table_params, init_std, seed, device)
+        if op == "mult":
+            self.sub_tables = [mult_init(t, self.layouts[t.feature].slots, self.init_std)
+                               for t in self.sub_tables]
+            if device is None or torch.device(device).type != "meta":
+                self.reset_parameters()
         buffer_device = "cpu" if device is None or torch.device(device).type == "meta" else device
         num = len(self.features)
         a, b = draw_hash_constants(seed, (num,))

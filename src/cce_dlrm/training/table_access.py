@@ -70,9 +70,9 @@ class ShardedTableAccess(TableAccess):
         for t in method.sub_tables:
             for view, r0, c0 in self.local_shards(t.name):
                 if view.device.type == "cpu":
-                    fill_uniform_shard(view, method.seed, t.name, r0, c0, t.dim, t.init_std)
+                    fill_uniform_shard(view, method.seed, t.name, r0, c0, t.dim, t.init_std, t.init_mean)
                 else:
                     # the generator runs on the CPU so every device draws the same numbers
                     host = torch.empty(view.shape, dtype=view.dtype)
-                    fill_uniform_shard(host, method.seed, t.name, r0, c0, t.dim, t.init_std)
+                    fill_uniform_shard(host, method.seed, t.name, r0, c0, t.dim, t.init_std, t.init_mean)
                     view.data.copy_(host.to(view.device))
