@@ -105,6 +105,18 @@ def test_files_that_are_not_the_datasets_own_survive_the_swap(tmp_path, caplog):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "raw"]
 
 
+def test_an_output_behind_a_symlink_is_rebuilt_where_it_lives(tmp_path):
+    _raw(tmp_path, ROWS)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    preprocess("kaggle", tmp_path / "raw", disk / "real", progress=False, chunk_mb=0.01)
+    (tmp_path / "out").symlink_to(disk / "real")
+    _run(tmp_path, frequency_threshold=2)
+    assert (tmp_path / "out").is_symlink()
+    assert sorted(p.name for p in disk.iterdir()) == ["real"]
+    assert ProcessedDataset(tmp_path / "out").meta["build"]["settings"]["frequency_threshold"] == 2
+
+
 def test_replace_folder_swaps_in_one_step(tmp_path):
     new, dest = tmp_path / "new", tmp_path / "dest"
     new.mkdir()

@@ -123,7 +123,7 @@ def check_ids_fit(meta: dict[str, Any], cardinalities: list[int], *,
 
     ``cardinalities`` are the sizes the ids are used with: the dataset's vocabularies when a
     dataset is opened, or the model's feature sizes (``against="model"``) before training,
-    e.g. ``check_ids_fit(dataset.meta, [f.cardinality for f in features], against="model")``.
+    e.g. ``check_ids_fit(dataset.meta, [f.num_ids for f in features], against="model")``.
     """
     ranges = meta.get(ID_RANGE_KEY)
     if ranges is None:

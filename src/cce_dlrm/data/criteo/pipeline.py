@@ -2,7 +2,8 @@
 
 Everything is built in a staging folder next to the output, ``<out>.building/``, and put
 in place with one atomic rename (``processed.replace_folder``) once it is complete: a run
-that fails or is killed leaves the previous dataset at ``<out>`` as it was, usable.
+that fails or is killed leaves the previous dataset at ``<out>`` as it was, usable (the
+price: disk room for both until the swap).
 
 Before anything is read, the first line of every raw file is checked for the wrong format
 (a CSV file is named as one, not rejected row by row).
@@ -257,6 +258,8 @@ def build(files: list[RawFile], out_dir: Path | str, dataset: str,
     started = time.time()
     hook = on_chunk or (lambda stage, n: None)
     out = Path(out_dir)
+    if out.is_symlink():  # e.g. to a larger disk: build next to the real folder, swap it there
+        out = out.resolve()
     _check_format(files)
     stage = staging_folder(out)
     if not out.exists() and (stage / META_FILE).is_file():
