@@ -17,7 +17,10 @@ sub-table and the fused fbgemm optimizer trains it, and the lookup is one fused 
 Initialisation rule (one place, the same for every method): every *composed* vector
 starts with i.i.d. coordinates of standard deviation ``init_std``. A method that sums
 ``s`` slots draws each slot with std ``init_std / sqrt(s)``; one that multiplies them draws
-each with std ``init_std ** (1 / s)`` (see :func:`slot_init_std`). Tables are uniform.
+each with std ``init_std ** (1 / s)`` (see :func:`slot_init_std`). Tables are uniform, centred
+on ``SubTable.init_mean`` (0 unless a method says otherwise: qr's ``mult`` starts all factors
+but the last near 1, see qr.py). Each method module states its rule and its effective step
+at init (``scripts/effective_step.py``) in an "Init rule:" paragraph.
 """
 
 from __future__ import annotations

@@ -22,6 +22,12 @@ writes the tables through ``context.tables`` (each its own shards) and swaps in 
 Optimizer state: the paper's (and this project's default) optimizer is SGD, which has none.
 The round rewrites only ``A_j`` and ``B_j``; every other parameter is untouched.
 
+Init rule: ``A_j`` and ``B_j`` (two summed slots) uniform with std ``init_std / sqrt(2)``
+each, so ``A_j + B_j`` has coordinate std ``init_std`` (base.py's rule for sums). Both
+tables receive the full gradient of the sum, so the effective step at init
+(``scripts/effective_step.py``: lr 1, 20,000 ids, P = 16,000, d = 16; 1 for a full table):
+about 2.0, twice hashing's (METHODS.md, "Fair comparison").
+
 Example::
 
     emb = CCEEmbedding([FeatureSpec("cat_0", 100_000)], dim=16, max_table_params=16_000,

@@ -14,6 +14,10 @@ auxiliary memory (int16 up to 32,767 centroids, else int32). Before it, the full
 lookup stays the fused one); the codes and codebooks are kept as buffers, which are the
 compressed model.
 
+Init rule: the shared one (base.py), as ``full``: the table uniform with std ``init_std``.
+Effective step at init (``scripts/effective_step.py``: lr 1, 20,000 ids, P = 16,000, d = 16;
+1 for a full table): exactly 1, as ``full`` (quantization happens after training).
+
 Example::
 
     emb = PQEmbedding([FeatureSpec("cat_0", 100_000)], dim=16, max_table_params=16_000,

@@ -12,8 +12,11 @@ matrix product per core for the whole group). Cores are plain parameters trained
 dense optimizer: their rows are ``r_{t-1} d_t r_t`` floats and the contraction needs them
 whole. Features that fit keep their full tables (one flat parameter).
 
-Init: each core uniform with std ``s`` such that a composed coordinate, a sum of
-``r^(T-1)`` products of ``T`` entries, has std ``init_std``: ``s^(2T) r^(T-1) = init_std^2``.
+Init rule: each core uniform with std ``s`` such that a composed coordinate, a sum of
+``r^(T-1)`` products of ``T`` entries, has std ``init_std``: ``s^(2T) r^(T-1) =
+init_std^2``. Each core gets the gradient times the product of the other (small) cores, so
+the effective step at init (``scripts/effective_step.py``: lr 1, 20,000 ids, P = 16,000, d =
+16; 1 for a full table) is below 1, about 0.33 at P = 16,000.
 
 Example::
 
