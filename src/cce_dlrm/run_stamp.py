@@ -1,8 +1,13 @@
-"""``${run_stamp:}``: the time stamp in run folder names, the same on every rank.
+"""``${run_stamp:}``: the unique stamp in run folder names, the same on every rank.
+
+Example: ``2026-12-02_13-47-33.512345_4821`` (local time to the microsecond, then a process
+id). Two runs started in the same second get different folders: their start times differ
+below the second, and two processes alive at once never share a pid.
 
 Hydra's ``${now:...}`` is evaluated by each process; under ``torchrun`` the ranks start a
 fraction of a second apart and could name different folders. Workers started by torchrun
-share one parent (the elastic agent), so its start time names the run on every rank.
+share one parent (the elastic agent), so its start time and pid name the run on every rank.
+Without torchrun, the process's own clock and pid name it.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ FORMAT = "%Y-%m-%d_%H-%M-%S"
 
 
 def _parent_start_time() -> float | None:
-    """Start time (epoch seconds) of this process's parent, from /proc (Linux)."""
+    """Start time (epoch seconds, to the clock tick, usually 1/100 s) of this process's parent (Linux)."""
     try:
         with open(f"/proc/{os.getppid()}/stat") as f:
             # field 22 (starttime, clock ticks since boot) comes after the ')' of the name
@@ -28,9 +33,19 @@ def _parent_start_time() -> float | None:
         return None
 
 
+def format_stamp(started: float, pid: int) -> str:
+    """``started`` (epoch seconds) and ``pid`` as ``YYYY-mm-dd_HH-MM-SS.micros_pid``."""
+    seconds = int(started)
+    micros = min(int(round((started - seconds) * 1e6)), 999_999)
+    return f"{time.strftime(FORMAT, time.localtime(seconds))}.{micros:06d}_{pid}"
+
+
 def run_stamp() -> str:
-    started = _parent_start_time() if "TORCHELASTIC_RUN_ID" in os.environ else None
-    return time.strftime(FORMAT, time.localtime(started if started is not None else time.time()))
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        started = _parent_start_time()
+        if started is not None:
+            return format_stamp(started, os.getppid())
+    return format_stamp(time.time(), os.getpid())
 
 
 def register() -> None:

@@ -39,8 +39,30 @@ def _fmt(mean: float, std: float, n: int, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
 
 
+def left_out(runs: pd.DataFrame) -> dict[str, int]:
+    """Runs not completed (failed, diverged, running, no status), counted by status.
+
+    These never enter any column of the tables: a diverged or killed run's numbers are not
+    results. E.g. ``{"diverged": 1, "running": 2}``.
+    """
+    statuses = runs.status.fillna("no status")
+    return statuses[statuses != "completed"].value_counts().sort_index().to_dict()
+
+
+def left_out_note(runs: pd.DataFrame) -> str:
+    """'(3 run(s) not completed are left out: 1 diverged, 2 running; see runs.csv)' or ''."""
+    counts = left_out(runs)
+    if not counts:
+        return ""
+    parts = ", ".join(f"{n} {status}" for status, n in counts.items())
+    return f"({sum(counts.values())} run(s) not completed are left out: {parts}; see runs.csv)"
+
+
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """Completed runs grouped by (dataset, method, budget): mean/std over seeds."""
+    """Completed runs grouped by (dataset, method, budget): mean/std over seeds.
+
+    Only ``status == "completed"`` rows are used (see :func:`left_out`).
+    """
     done = runs[runs.status == "completed"].copy()
     keys = ["dataset", "method", "learned_params_largest_table"]
     agg = done.groupby(keys, dropna=False).agg(
@@ -126,10 +148,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="folder for runs.csv, table.md, bce_vs_params.png")
     args = parser.parse_args(argv)
     agg = collect(args.runs, args.out)
-    incomplete = len(load_runs(args.runs)) - int(agg.seeds.sum()) if len(agg) else 0
     print(markdown_table(agg))
-    if incomplete:
-        print(f"({incomplete} run(s) not completed are left out; see runs.csv)", file=sys.stderr)
+    note = left_out_note(load_runs(args.runs))
+    if note:
+        print(note, file=sys.stderr)
     print(f"written: {args.out}/runs.csv, table.md, bce_vs_params.png")
 
 

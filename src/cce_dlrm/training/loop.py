@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from cce_dlrm.data.loader import SplitLoader
 from cce_dlrm.embeddings.base import EmbeddingMethod, TrainContext
 from cce_dlrm.training.evaluation import evaluate
+from cce_dlrm.training.progress import progress_bar
 from cce_dlrm.training.run_record import RunRecord
 
 
@@ -85,7 +85,8 @@ def train_loop(model: nn.Module, optimizer, method: EmbeddingMethod, context: Tr
                       test_bce=result.test_at_best.get("bce"), test_auc=result.test_at_best.get("auc"))
 
     model.train()
-    bar = tqdm(total=steps, desc="train", unit="batch", disable=not (settings.progress and is_main))
+    bar = progress_bar(total=steps, desc="train", enabled=settings.progress and is_main,
+                       batch_size=train.batch_size, per_epoch=len(train))
     step, running_loss, running_n, window_start = 0, 0.0, 0, time.perf_counter()
     epoch = 0
     while step < steps:

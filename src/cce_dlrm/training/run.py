@@ -16,12 +16,13 @@ import torch.distributed as dist
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from cce_dlrm.config_check import validate_against_dataset
 from cce_dlrm.data.loader import SplitLoader
 from cce_dlrm.data.processed import ProcessedDataset
 from cce_dlrm.embeddings.base import ConfigError, FeatureSpec, TableMethod, TrainContext, TableAccess
 from cce_dlrm.model.dlrm import DLRM
 from cce_dlrm.training.distributed import Runtime, init_runtime, shard_model, unwrap
-from cce_dlrm.training.evaluation import entropy_bce
+from cce_dlrm.training.evaluation import split_label_summary
 from cce_dlrm.training.loop import LoopSettings, total_steps, train_loop
 from cce_dlrm.training.run_record import RunRecord
 from cce_dlrm.training.table_access import ShardedTableAccess
@@ -76,6 +77,7 @@ def run_training(cfg: DictConfig, run_dir: Path | str, method_key: str = "?") ->
     runtime = init_runtime(cfg.device)
     started = time.time()
     dataset = open_dataset(cfg.dataset, runtime)
+    validate_against_dataset(cfg, dataset.meta, runtime.world_size)  # before the model is built
     trainer = cfg.trainer
     loaders = {
         "train": SplitLoader(dataset.split("train"), dataset.sparse_names, trainer.batch_size,
@@ -85,9 +87,6 @@ def run_training(cfg: DictConfig, run_dir: Path | str, method_key: str = "?") ->
         "test": SplitLoader(dataset.split("test"), dataset.sparse_names, trainer.eval_batch_size,
                             runtime.rank, runtime.world_size),
     }
-    if len(loaders["train"]) == 0:
-        raise ConfigError(f"the training split ({loaders['train'].rows} rows) has no full batch of "
-                          f"{trainer.batch_size}")
     model = build_model(cfg, dataset, device="meta")
     method = model.embedding
     learned = method.learned_params()
@@ -109,7 +108,7 @@ def run_training(cfg: DictConfig, run_dir: Path | str, method_key: str = "?") ->
         writer.add_scalar("params/learned_total", sum(learned), 0)
         writer.add_scalar("params/largest_table", max(learned), 0)
         writer.add_scalar("memory/aux_bytes", sum(aux), 0)
-    click_rate = float(dataset.split("train").labels[:].mean()) if loaders["train"].rows else 0.5
+    labels = {split: split_label_summary(dataset.split(split).labels) for split in ("val", "test")}
     settings = LoopSettings(epochs=trainer.epochs, max_steps=trainer.max_steps, val_every=trainer.val_every,
                             log_every=cfg.logger.log_every, progress=cfg.logger.progress_bar)
     record = RunRecord(
@@ -122,7 +121,9 @@ def run_training(cfg: DictConfig, run_dir: Path | str, method_key: str = "?") ->
         learned_params=sum(learned), learned_params_largest_table=max(learned),
         learned_params_per_feature=learned,
         learned_bytes=sum(learned) * 4, aux_bytes=sum(aux), aux_bytes_per_feature=aux,
-        baseline_bce=entropy_bce(click_rate), rows=dataset.rows,
+        baseline_bce=labels["val"]["baseline_bce"], baseline_bce_val=labels["val"]["baseline_bce"],
+        baseline_bce_test=labels["test"]["baseline_bce"], val_auc_undefined=labels["val"]["auc_undefined"],
+        test_auc_undefined=labels["test"]["auc_undefined"], rows=dataset.rows,
         host=platform.node(), config=OmegaConf.to_container(cfg, resolve=True),
     )
     try:
