@@ -18,6 +18,7 @@ import os
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cce_dlrm import run_stamp
@@ -53,6 +54,7 @@ def main(cfg: DictConfig) -> float:
     from cce_dlrm.config_check import validate
     from cce_dlrm.training import progress
     from cce_dlrm.training.distributed import shutdown
+    from cce_dlrm.training.loop import TrainingDiverged, exit_diverged
     from cce_dlrm.training.run import run_training
 
     hydra_cfg = HydraConfig.get()
@@ -60,9 +62,12 @@ def main(cfg: DictConfig) -> float:
         validate(cfg)  # before any data is read or model built (and in every job of a sweep)
         progress.set_interval(cfg.logger.progress_interval)
         metrics = run_training(cfg, hydra_cfg.runtime.output_dir,
-                               method_key=hydra_cfg.runtime.choices.get("method", "?"))
+                               method_key=hydra_cfg.runtime.choices.get("method", "?"),
+                               multirun=hydra_cfg.mode == RunMode.MULTIRUN)
     except USER_ERRORS as err:
         exit_with_user_error(err)
+    except TrainingDiverged as err:
+        exit_diverged(err)  # one line, exit code 3
     finally:
         shutdown()
     if _is_main():

@@ -23,7 +23,9 @@ from cce_dlrm.embeddings.base import ConfigError, FeatureSpec, TableMethod, Trai
 from cce_dlrm.model.dlrm import DLRM
 from cce_dlrm.training.distributed import Runtime, init_runtime, shard_model, unwrap
 from cce_dlrm.training.evaluation import split_label_summary
-from cce_dlrm.training.loop import LoopSettings, total_steps, train_loop
+from cce_dlrm.training.checkpoint import fingerprint, load_checkpoint, save_checkpoint
+from cce_dlrm.training.loop import LoopResult, LoopSettings, TrainingDiverged, total_steps, train_loop
+from cce_dlrm.training.run_folder import StartDecision, claim_run_folder
 from cce_dlrm.training.run_record import RunRecord
 from cce_dlrm.training.table_access import ShardedTableAccess
 
@@ -72,9 +74,30 @@ def _broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     return tensor
 
 
-def run_training(cfg: DictConfig, run_dir: Path | str, method_key: str = "?") -> dict:
+def run_training(cfg: DictConfig, run_dir: Path | str, method_key: str = "?", multirun: bool = False) -> dict:
+    """Trains into ``run_dir`` (or resumes the unfinished run there); returns ``metrics.json``'s data.
+
+    The folder's fate is decided first (``training/run_folder.py``): a completed run is never
+    overwritten (refused; skipped with its metrics returned inside a multirun), an unfinished
+    one continues from its latest checkpoint unless ``resume=false``, and the folder is locked
+    while this run lives.
+    """
     run_dir = Path(run_dir)
     runtime = init_runtime(cfg.device)
+    lock, decision = claim_run_folder(run_dir, runtime.is_main, resume=bool(cfg.get("resume", True)),
+                                      multirun=multirun)
+    try:
+        if decision.action == "skip":
+            if runtime.is_main:
+                print(f"skipped: already completed: {run_dir}", flush=True)
+            return decision.previous
+        return _train(cfg, run_dir, method_key, runtime, decision)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: DictConfig, run_dir: Path, method_key: str, runtime: Runtime, decision: StartDecision) -> dict:
     started = time.time()
     dataset = open_dataset(cfg.dataset, runtime)
     validate_against_dataset(cfg, dataset.meta, runtime.world_size)  # before the model is built
@@ -97,20 +120,38 @@ def run_training(cfg: DictConfig, run_dir: Path | str, method_key: str = "?") ->
     if isinstance(access, ShardedTableAccess):
         access.reset(method)
     context = TrainContext(tables=access, rank=runtime.rank, world_size=runtime.world_size,
-                           broadcast=_broadcast)
+                           broadcast=_broadcast, steps_per_epoch=len(loaders["train"]))
+    config_print = fingerprint(cfg, method_key, dataset.cardinalities, runtime.world_size)
+    state = None
+    if decision.action == "resume":
+        # refuses (one line) a checkpoint of another configuration, before anything is written
+        state = LoopResult.from_state_dict(
+            load_checkpoint(decision.checkpoint, model, optimizer, config_print, runtime.device))
+        learned, aux = method.learned_params(), method.aux_bytes()  # CCE's ids may be back
 
     writer = None
     if runtime.is_main and cfg.logger.tensorboard:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(run_dir / "tensorboard"))
+        # resumed: TensorBoard hides the killed run's events after the checkpoint's step
+        writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=state.steps + 1 if state else None)
+    if writer is not None and state is None:
         writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```")
         writer.add_scalar("params/learned_total", sum(learned), 0)
         writer.add_scalar("params/largest_table", max(learned), 0)
         writer.add_scalar("memory/aux_bytes", sum(aux), 0)
     labels = {split: split_label_summary(dataset.split(split).labels) for split in ("val", "test")}
     settings = LoopSettings(epochs=trainer.epochs, max_steps=trainer.max_steps, val_every=trainer.val_every,
-                            log_every=cfg.logger.log_every, progress=cfg.logger.progress_bar)
+                            log_every=cfg.logger.log_every, progress=cfg.logger.progress_bar,
+                            checkpoint_every=int(trainer.get("checkpoint_every") or 0))
+    keep = int(trainer.get("keep_checkpoints", 2))
+    if settings.checkpoint_every < 0 or keep < 1:
+        raise ConfigError(f"trainer.checkpoint_every must be >= 0 and trainer.keep_checkpoints >= 1, got "
+                          f"{settings.checkpoint_every} and {keep}")
+    resumes = list(decision.previous.get("resumes", []))
+    if state is not None:
+        resumes.append({"from_step": state.steps, "previous_status": decision.previous.get("status"),
+                        "checkpoint": Path(decision.checkpoint).name})
     record = RunRecord(
         run_dir / "metrics.json", enabled=runtime.is_main, status="running",
         method=method_key, dataset=cfg.dataset.name, max_table_params=cfg.max_table_params,
@@ -124,17 +165,27 @@ def run_training(cfg: DictConfig, run_dir: Path | str, method_key: str = "?") ->
         baseline_bce=labels["val"]["baseline_bce"], baseline_bce_val=labels["val"]["baseline_bce"],
         baseline_bce_test=labels["test"]["baseline_bce"], val_auc_undefined=labels["val"]["auc_undefined"],
         test_auc_undefined=labels["test"]["auc_undefined"], rows=dataset.rows,
-        host=platform.node(), config=OmegaConf.to_container(cfg, resolve=True),
+        host=platform.node(), config=OmegaConf.to_container(cfg, resolve=True), resumes=resumes,
     )
+
+    def checkpoint(result: LoopResult, is_best: bool) -> None:
+        save_checkpoint(run_dir, result.steps, model, optimizer, result.state_dict(), config_print,
+                        keep=keep, is_best=is_best, device=runtime.device)
+
     try:
         result = train_loop(model, optimizer, method, context, loaders, runtime.device, settings,
-                            writer, record, runtime.is_main)
+                            writer, record, runtime.is_main, state=state, checkpoint=checkpoint)
         # a method may change its accounting during training (CCE's cluster ids, pq's codes)
         learned, aux = method.learned_params(), method.aux_bytes()
         if writer is not None:
             writer.add_scalar("params/learned_total", sum(learned), result.steps)
             writer.add_scalar("params/largest_table", max(learned), result.steps)
             writer.add_scalar("memory/aux_bytes", sum(aux), result.steps)
+    except TrainingDiverged as err:
+        # the last good checkpoint stays; no checkpoint of the diverged state was written
+        record.update(status="diverged", diverged_at_step=err.step, error=str(err),
+                      wall_seconds=time.time() - started)
+        raise
     except BaseException as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}",
                       wall_seconds=time.time() - started)
