@@ -16,6 +16,7 @@ from cce_dlrm.training import checkpoint as ckpt
 from cce_dlrm.training.checkpoint import (CheckpointError, best_checkpoint, fingerprint, latest_checkpoint,
                                           load_checkpoint, load_model_state, save_checkpoint)
 from cce_dlrm.training.run_folder import FolderLock, RunFolderTaken, decide_start
+from cce_dlrm.training.run_record import RunFolderError
 
 
 def _build(data_dir, method="cce", extra=()):
@@ -108,27 +109,40 @@ def test_keeps_the_last_n_and_the_best(tmp_path, data_dir):
     assert sorted(p.name for p in root.iterdir()) == ["latest.json", "step_40", "step_50"]
 
 
-def test_a_crash_mid_write_leaves_the_previous_checkpoint_and_pointer(tmp_path, data_dir, monkeypatch):
+def test_a_crash_mid_write_leaves_the_previous_checkpoint_and_pointer(tmp_path, data_dir):
     model, optimizer, _, _, _, print_ = _build(data_dir, method="full")
     save_checkpoint(tmp_path, 10, model, optimizer, {"step": 10}, print_, is_best=True)
     root = tmp_path / "checkpoints"
     pointer = (root / "latest.json").read_text()
-
-    def dies_midway(state, storage_writer):
-        (storage_writer.path / "__0_0.distcp").write_bytes(b"partial")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(ckpt.dcp, "save", dies_midway)
-    with pytest.raises(OSError):
-        save_checkpoint(tmp_path, 20, model, optimizer, {"step": 20}, print_)
-    assert (root / "step_20.tmp").is_dir()  # what a crash leaves ...
-    assert latest_checkpoint(tmp_path) == root / "step_10"  # ... is never read
+    # what a process killed while writing step 20 leaves behind
+    (root / "step_20.tmp").mkdir()
+    (root / "step_20.tmp" / "__0_0.distcp").write_bytes(b"partial")
+    (root / "latest.json.tmp").write_text('{"latest": "step_2')
+    assert latest_checkpoint(tmp_path) == root / "step_10"  # never read
     assert (root / "latest.json").read_text() == pointer
     # a new start cleans it up and resumes from the intact one
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "running"}))
     decision = decide_start(tmp_path)
     assert decision.action == "resume" and decision.checkpoint == str(root / "step_10")
-    assert not (root / "step_20.tmp").exists()
+    assert sorted(p.name for p in root.iterdir()) == ["latest.json", "step_10"]
+
+
+def test_a_full_disk_while_writing_is_one_line_and_loses_nothing(tmp_path, data_dir, monkeypatch):
+    model, optimizer, _, _, _, print_ = _build(data_dir, method="full")
+    save_checkpoint(tmp_path, 10, model, optimizer, {"step": 10}, print_, is_best=True)
+    root = tmp_path / "checkpoints"
+    pointer = (root / "latest.json").read_text()
+
+    def disk_fills_up(state, storage_writer):
+        (storage_writer.path / "__0_0.distcp").write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt.dcp, "save", disk_fills_up)
+    with pytest.raises(RunFolderError, match=r"step_20 \(No space left on device\); the previous checkpoint "
+                                             r"step_10 is kept and the partial one was removed"):
+        save_checkpoint(tmp_path, 20, model, optimizer, {"step": 20}, print_)
+    assert sorted(p.name for p in root.iterdir()) == ["latest.json", "step_10"]
+    assert (root / "latest.json").read_text() == pointer
 
 
 def test_checkpoint_metadata_that_would_run_code_is_refused(tmp_path, data_dir):

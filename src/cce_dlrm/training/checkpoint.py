@@ -51,8 +51,10 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.api import CheckpointException
 
 from cce_dlrm.embeddings.base import ConfigError
+from cce_dlrm.training.run_record import RunFolderError
 
 CHECKPOINTS = "checkpoints"
 POINTER = "latest.json"
@@ -253,11 +255,15 @@ def remove_stale(run_dir: Path | str) -> list[Path]:
 
 def _write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _fsync_dir(path: Path) -> None:
@@ -292,50 +298,90 @@ def _buffer_shapes(model: nn.Module) -> dict[str, list]:
             if isinstance(v, torch.Tensor) and not isinstance(v, ShardedTensor)}
 
 
+def _reason(err: BaseException) -> str:
+    """'No space left on device' for an OSError, also one wrapped by DCP (per-rank failures)."""
+    failures = getattr(err, "failures", None)
+    if failures:
+        err = next(iter(failures.values()))[0]
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    return f"{type(err).__name__}: {err}"
+
+
+def _agree(failure: BaseException | None, tmp: Path, final: Path, device: torch.device | None) -> None:
+    """Every rank learns whether any rank failed; then all raise together (no rank hangs)."""
+    failed = failure is not None
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        flag = torch.tensor([float(failed)], device=device if device is not None else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        failed = bool(flag.item())
+    if not failed:
+        return
+    if _rank() == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+    previous = latest_checkpoint(final.parent.parent)
+    kept = f"the previous checkpoint {previous.name} is kept" if previous else "there is no earlier checkpoint"
+    reason = _reason(failure) if failure is not None else "failed on another process"
+    raise RunFolderError(f"cannot write checkpoint {final} ({reason}); {kept} and the partial one was "
+                         "removed. Free space or make the folder writable, then start the same command to resume")
+
+
 def save_checkpoint(run_dir: Path | str, step: int, model: nn.Module, optimizer,
                     trainer_state: dict, fingerprint_: dict, keep: int = 2, is_best: bool = False,
                     device: torch.device | None = None) -> Path:
     """Writes ``checkpoints/step_<step>/`` atomically (collective: every rank calls it).
 
     ``trainer_state`` is JSON-able (the loop's position, best-so-far, history, events).
-    Returns the final folder.
+    Returns the final folder. A write that fails (disk full, unwritable folder) on any rank
+    removes the partial folder and raises RunFolderError (one line) on every rank; the
+    previous checkpoints and the pointer stay as they were.
     """
     root = checkpoints_dir(run_dir)
     final, tmp = root / f"step_{step}", root / f"step_{step}.tmp"
     rank = _rank()
-    if rank == 0:
-        root.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-    _barrier()
-    optim_tensors: dict = {}
-    optim_rest = _split(optimizer.state_dict(), "optimizer", optim_tensors) if optimizer is not None else None
-    with _quiet_sharded_tensors():
-        state = {"model": model.state_dict()}
-        if optim_tensors:  # DCP refuses an empty dict as a key's value on load
-            state["optimizer"] = optim_tensors
-        dcp.save(state, storage_writer=FileSystemWriter(str(tmp), sync_files=True))
-        buffers = _buffer_shapes(model)
-    _write_json_atomic(tmp / f"rng_rank{rank}.json", rng_state(device))
-    if rank == 0:
-        _write_json_atomic(tmp / INFO, {
-            "format": FORMAT_VERSION, "step": step, "fingerprint": fingerprint_,
-            "trainer": trainer_state, "buffers": buffers, "optimizer": optim_rest,
-        })
-    _barrier()  # every rank's files are in place
-    if rank == 0:
-        if final.exists():  # the same step written again (a rerun of it): the new one wins
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(root)
-        pointer = read_pointer(root)
-        pointer["latest"] = final.name
-        if is_best:
-            pointer["best"] = final.name
-        _write_json_atomic(root / POINTER, pointer)
-        _prune(root, keep, pointer.get("best"))
-    _barrier()
+    failure: BaseException | None = None
+    try:
+        if rank == 0:
+            root.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+    except OSError as err:
+        failure = err
+    _agree(failure, tmp, final, device)
+    try:
+        optim_tensors: dict = {}
+        optim_rest = _split(optimizer.state_dict(), "optimizer", optim_tensors) if optimizer is not None else None
+        with _quiet_sharded_tensors():
+            state = {"model": model.state_dict()}
+            if optim_tensors:  # DCP refuses an empty dict as a key's value on load
+                state["optimizer"] = optim_tensors
+            dcp.save(state, storage_writer=FileSystemWriter(str(tmp), sync_files=True))
+            buffers = _buffer_shapes(model)
+        _write_json_atomic(tmp / f"rng_rank{rank}.json", rng_state(device))
+        if rank == 0:
+            _write_json_atomic(tmp / INFO, {
+                "format": FORMAT_VERSION, "step": step, "fingerprint": fingerprint_,
+                "trainer": trainer_state, "buffers": buffers, "optimizer": optim_rest,
+            })
+    except (OSError, CheckpointException) as err:
+        failure = err
+    _agree(failure, tmp, final, device)  # every rank's files are in place, or none is used
+    try:
+        if rank == 0:
+            if final.exists():  # the same step written again (a rerun of it): the new one wins
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_dir(root)
+            pointer = read_pointer(root)
+            pointer["latest"] = final.name
+            if is_best:
+                pointer["best"] = final.name
+            _write_json_atomic(root / POINTER, pointer)
+            _prune(root, keep, pointer.get("best"))
+    except OSError as err:
+        failure = err
+    _agree(failure, tmp, final, device)
     return final
 
 
