@@ -38,3 +38,23 @@ def test_seeds_are_aggregated_and_failed_runs_left_out(tmp_path):
 def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no metrics.json"):
         collect(tmp_path, tmp_path / "out")
+
+
+def test_non_completed_runs_never_averaged_and_counted_truly(tmp_path, capsys):
+    from cce_dlrm.results.collect import left_out, main
+
+    runs = tmp_path / "runs"
+    common = dict(method="hashing", max_table_params=100, learned_params=300, learned_params_largest_table=100)
+    _run(runs, "a", seed=0, best_val_bce=0.50, test_bce=0.51, **common)
+    _run(runs, "b", seed=0, best_val_bce=0.52, test_bce=0.53, **common)  # a rerun of seed 0, also completed
+    _run(runs, "diverged", seed=1, best_val_bce=9.0, test_bce=9.0, best_val_auc=0.49, status="diverged", **common)
+    _run(runs, "failed", seed=2, best_val_bce=0.1, test_bce=0.1, status="failed", **common)
+    _run(runs, "killed", seed=3, best_val_bce=0.2, test_bce=0.2, status="running", **common)
+    assert left_out(load_runs(runs)) == {"diverged": 1, "failed": 1, "running": 1}
+    main([str(runs), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert "(3 run(s) not completed are left out: 1 diverged, 1 failed, 1 running; see runs.csv)" in err
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "| 0.7000 |" in table  # val AUC of the completed runs only (the diverged one had 0.49)
+    agg = collect(runs, tmp_path / "out")
+    assert agg.iloc[0].val_bce == pytest.approx(0.51)

@@ -65,3 +65,36 @@ def test_non_finite_numbers_are_written_as_null(tmp_path):
 def test_disabled_record_writes_nothing(tmp_path):
     RunRecord(tmp_path / "metrics.json", enabled=False, status="running").update(status="completed")
     assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_auc_undefined_when_validation_has_no_positive_rows(tmp_path, data_dir):
+    """A split of one class: AUC null with its reason (never 0.0); the run still completes."""
+    import shutil
+
+    import numpy as np
+
+    from conftest import ROOT, compose_config, read_metrics, run_cli
+    from cce_dlrm.training.evaluation import entropy_bce
+
+    source = compose_config(["experiment=smoke", f"paths.data_dir={data_dir}"]).dataset.path
+    dataset = tmp_path / "no_val_clicks"
+    shutil.copytree(source, dataset)
+    labels = np.memmap(dataset / "val.labels.u8", dtype=np.uint8, mode="r+")
+    labels[:] = 0
+    labels.flush()
+    test_rate = float(np.fromfile(dataset / "test.labels.u8", dtype=np.uint8).mean())
+    run_dir = tmp_path / "run"
+    result = run_cli(["experiment=smoke", "dataset.build=null", f"dataset.path={dataset}",
+                      f"hydra.run.dir={run_dir}", "trainer.max_steps=20", "trainer.val_every=10",
+                      "logger.tensorboard=false"], cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "AUC undefined (split has no positive rows)" in result.stdout
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed"
+    assert metrics["val_auc_undefined"] == "split has no positive rows"
+    assert metrics["best_val_auc"] is None and all(h["val_auc"] is None for h in metrics["history"])
+    assert metrics["test_auc_undefined"] is None and 0 < metrics["test_auc"] <= 1
+    # each split's baseline is its own click rate's entropy: ~0 for an all-negative split
+    assert metrics["baseline_bce_val"] == metrics["baseline_bce"] < 1e-9
+    assert metrics["baseline_bce_test"] == pytest.approx(entropy_bce(test_rate))
