@@ -21,7 +21,7 @@ import pytest
 
 from cce_dlrm.data.criteo import CriteoInputError, PreprocessConfigError, preprocess
 from cce_dlrm.data.criteo.layout import SPLIT_ORDER, kaggle_segments, terabyte_segments
-from cce_dlrm.data.criteo.sampling import line_uniforms
+from cce_dlrm.data.criteo.sampling import ROW_FRACTION_STREAM, line_uniforms
 from cce_dlrm.data.processed import ProcessedDataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,11 +34,14 @@ CHUNK_MB = 0.01  # ~40 rows per chunk: every run has several chunks
 # Reference: the rules of the issue, one line at a time in plain Python
 
 
-def reference(files, layouts, threshold=0, max_ind_range=0, rate=0.0, seed=0):
+def reference(files, layouts, threshold=0, max_ind_range=0, rate=0.0, seed=0, fraction=1.0,
+              moduli=None, keys=None):
     """files: per file, its lines (None = a malformed line that still takes a line number);
-    layouts: "kaggle", "train_day" or "eval_day". Returns ({split: (labels, dense, sparse)},
+    layouts: "kaggle", "train_day" or "eval_day"; keys: per file, what row_fraction's numbers
+    depend on (the day number; 0 for Kaggle). Returns ({split: (labels, dense, sparse)},
     cardinalities)."""
     kept = []  # (split, label, dense, raw cats)
+    keys = keys or [0] * len(files)
     for fi, (lines, layout) in enumerate(zip(files, layouts)):
         n = len(lines)
         segments = kaggle_segments(n) if layout == "kaggle" else terabyte_segments(layout == "eval_day", n)
@@ -48,11 +51,15 @@ def reference(files, layouts, threshold=0, max_ind_range=0, rate=0.0, seed=0):
             split = next(s.split for s in segments if s.start <= i and (s.stop is None or i < s.stop))
             f = (line.rstrip("\r").split("\t") + [""] * 40)[:40]
             label = int(f[0])
+            if line_uniforms(seed, keys[fi], np.array([i]), ROW_FRACTION_STREAM)[0] >= fraction:
+                continue
             if rate and split == "train" and label == 0 and line_uniforms(seed, fi, np.array([i]))[0] < rate:
                 continue
             dense = [np.float32(np.log1p(float(max(int(x or 0), 0)))) for x in f[1:14]]
             cats = [-1 if not x else (int(x, 16) % max_ind_range if max_ind_range else int(x, 16))
                     for x in f[14:40]]
+            if moduli is not None:
+                cats = [c if c < 0 else c % m for c, m in zip(cats, moduli)]
             kept.append((split, label, dense, cats))
     cards, maps = [], []
     for j in range(26):

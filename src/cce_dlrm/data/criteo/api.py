@@ -10,6 +10,13 @@ from cce_dlrm.data.criteo.inputs import (
 from cce_dlrm.data.criteo.pipeline import ChunkHook, build
 
 
+def _number(value, name: str) -> float:
+    """A float setting as given (int or float), else a configuration error naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PreprocessConfigError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
 def preprocess(
     kind: str,
     raw_dir: Path | str,
@@ -26,12 +33,17 @@ def preprocess(
     chunk_mb: float = 32.0,
     sync_mb: float = 1024.0,
     workers: int = 0,
+    row_fraction: float = 1.0,
+    per_feature_modulus: list[int] | None = None,
     progress: bool = True,
     on_chunk: ChunkHook | None = None,
 ) -> dict:
     """Preprocesses Criteo ``kind`` ("kaggle": ``raw_dir/file``; "terabyte": ``raw_dir/day_N``
     for ``days``, plain or .gz; all 24 days when None) into ``out_dir``; returns the written
     ``meta.json``. ``days`` is refused for Kaggle, whose one file has no day files.
+    The settings are those of ``PreprocessSettings``, e.g. ``row_fraction=0.125`` keeps an
+    eighth of all rows, ``per_feature_modulus=[1460, 583, ...]`` (26 moduli) reduces
+    feature j's raw values modulo its own number.
 
     Example::
 
@@ -39,7 +51,10 @@ def preprocess(
     """
     settings = PreprocessSettings(mode, int(frequency_threshold), int(max_ind_range),
                                   float(negative_subsampling), int(subsample_seed),
-                                  float(chunk_mb), float(sync_mb), int(workers))
+                                  float(chunk_mb), float(sync_mb), int(workers),
+                                  _number(row_fraction, "row_fraction"),
+                                  None if per_feature_modulus is None
+                                  else tuple(per_feature_modulus))
     if kind == KAGGLE:
         if days is not None:
             raise PreprocessConfigError(

@@ -27,11 +27,21 @@ def dense_features(raw: np.ndarray) -> np.ndarray:
     return out
 
 
-def reduce_range(cats: np.ndarray, max_ind_range: int) -> None:
-    """In place: raw values modulo ``max_ind_range`` (0 = off); empty (-1) stays empty."""
+def reduce_range(cats: np.ndarray, max_ind_range: int,
+                 per_feature: tuple[int, ...] | None = None) -> None:
+    """In place, on (26, n) raw values: modulo ``max_ind_range`` (0 = off), or feature j's
+    values modulo ``per_feature[j]`` (None = off); empty (-1) stays empty.
+
+    Example: ``per_feature[8] == 3`` leaves C9 with at most 4 distinct values: 0, 1, 2, empty.
+    """
     if max_ind_range > 0:
         nonempty = cats >= 0
         cats[nonempty] %= max_ind_range
+    if per_feature is not None:
+        for j, modulus in enumerate(per_feature):
+            row = cats[j]
+            nonempty = row >= 0
+            row[nonempty] %= modulus
 
 
 def factorize(values: np.ndarray, with_counts: bool = True):

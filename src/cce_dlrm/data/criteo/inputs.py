@@ -7,10 +7,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cce_dlrm.data.criteo.layout import Segment, kaggle_segments, terabyte_segments
+from cce_dlrm.data.criteo.schema import NUM_CATEGORICAL
 
 KAGGLE = "kaggle"
 TERABYTE = "terabyte"
 TERABYTE_DAYS = 24
+
+# Output settings added after datasets were first built, with the value that reproduces the
+# outputs of before: left out of meta.json at that value, so those datasets stay up to date.
+LATER_SETTINGS = {"row_fraction": 1.0, "per_feature_modulus": None}
 
 
 class PreprocessConfigError(ValueError):
@@ -23,6 +28,9 @@ class RawFile:
 
     path: Path
     layout: str  # "kaggle" (days by line count), "train_day" or "eval_day" (Terabyte)
+    # what identifies the file to row sampling: the day number of a Terabyte day file (so
+    # day_23 keeps the same rows whichever other days are listed), 0 for Kaggle's one file
+    key: int = 0
 
     @property
     def name(self) -> str:
@@ -46,12 +54,18 @@ class PreprocessSettings:
     frequency_threshold: int = 0  # >= 2: values seen fewer times share id 0
     max_ind_range: int = 0  # > 0: raw categorical value modulo this before the mapping
     negative_subsampling: float = 0.0  # fraction of training negatives dropped
-    subsample_seed: int = 0
+    subsample_seed: int = 0  # seeds both negative_subsampling and row_fraction
     chunk_mb: float = 32.0  # MB of raw text per chunk: what bounds memory
     # MB of input between fsyncs that make finished chunks durable (0: after every chunk);
     # an interrupted run redoes at most this much. fsync waits for the disk.
     sync_mb: float = 1024.0
     workers: int = 0  # worker processes (0: one per CPU; 1: all in this process)
+    # fraction of ALL rows kept (every split), each row kept or not by its own uniform
+    # number from (subsample_seed, file, line): 1.0 keeps everything
+    row_fraction: float = 1.0
+    # 26 moduli, or None: categorical feature j's raw value modulo per_feature_modulus[j]
+    # before the id mapping (empty stays its own value); excludes max_ind_range
+    per_feature_modulus: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if self.mode not in ("strict", "lenient"):
@@ -66,6 +80,22 @@ class PreprocessSettings:
             raise PreprocessConfigError("max_ind_range above 2^32 has no effect on 32-bit values")
         if self.chunk_mb <= 0 or self.sync_mb < 0 or self.workers < 0:
             raise PreprocessConfigError("chunk_mb must be positive, sync_mb and workers >= 0")
+        if isinstance(self.row_fraction, bool) or not 0.0 < self.row_fraction <= 1.0:
+            raise PreprocessConfigError(
+                f"row_fraction is the fraction of all rows kept, in (0, 1]; got {self.row_fraction!r}")
+        moduli = self.per_feature_modulus
+        if moduli is not None:
+            if (not isinstance(moduli, (list, tuple)) or len(moduli) != NUM_CATEGORICAL
+                    or any(isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= 2**32
+                           for m in moduli)):
+                raise PreprocessConfigError(
+                    f"per_feature_modulus must be null or {NUM_CATEGORICAL} integers in "
+                    f"1..2^32 (one per categorical feature C1..C26); got {moduli!r}")
+            if not isinstance(moduli, tuple):  # frozen settings: hashable, compared by value
+                object.__setattr__(self, "per_feature_modulus", tuple(moduli))
+            if self.max_ind_range:
+                raise PreprocessConfigError(
+                    "set max_ind_range or per_feature_modulus, not both (max_ind_range: 0)")
 
     @property
     def strict(self) -> bool:
@@ -83,6 +113,11 @@ class PreprocessSettings:
         """The settings recorded in meta.json: changing one makes existing outputs stale."""
         out = asdict(self)
         del out["chunk_mb"], out["sync_mb"], out["workers"]
+        if out["per_feature_modulus"] is not None:  # as JSON gives it back: a list
+            out["per_feature_modulus"] = list(out["per_feature_modulus"])
+        for key, value in LATER_SETTINGS.items():
+            if out[key] == value:
+                del out[key]
         return out
 
 
@@ -136,4 +171,4 @@ def terabyte_files(raw_dir: Path | str, days="0-23") -> list[RawFile]:
             "Terabyte needs at least one training day and the evaluation day")
     hint = "Run `make download-criteo DATASET=criteo_terabyte DAYS=...` (day_N or day_N.gz)."
     return [RawFile(find_raw(Path(raw_dir), f"day_{d}", hint),
-                    "eval_day" if d == days[-1] else "train_day") for d in days]
+                    "eval_day" if d == days[-1] else "train_day", key=d) for d in days]

@@ -2,8 +2,9 @@
 
 The parent process reads the file in chunks of whole lines (counting lines, so each chunk
 knows its first line number) and hands them to worker processes. A worker (``process_chunk``)
-parses and validates the chunk, assigns splits by line, drops subsampled training
-negatives, reduces categorical values modulo ``max_ind_range``, transforms the dense
+parses and validates the chunk, assigns splits by line, drops the rows that ``row_fraction``
+leaves out and subsampled training negatives, reduces categorical values modulo
+``max_ind_range`` or ``per_feature_modulus``, transforms the dense
 features, factorises each feature (codes into the chunk's own sorted distinct values) and
 stores codes and distinct values in the work folder (``cache.write_chunk``). The parent,
 in chunk order, writes the dense features and labels to the split files (their row
@@ -29,8 +30,10 @@ from cce_dlrm.data.criteo.inputs import PreprocessSettings, RawFile
 from cce_dlrm.data.criteo.layout import SPLIT_ORDER, Segment, split_of_lines
 from cce_dlrm.data.criteo.outputs import OffsetSplitWriter
 from cce_dlrm.data.criteo.parse import ParsedRows, parse_chunk
-from cce_dlrm.data.criteo.sampling import keep_mask
-from cce_dlrm.data.criteo.schema import NUM_CATEGORICAL, SUBSAMPLED_NEGATIVE, TRUNCATED_ROW
+from cce_dlrm.data.criteo.sampling import fraction_mask, keep_mask
+from cce_dlrm.data.criteo.schema import (
+    NUM_CATEGORICAL, SAMPLED_OUT, SUBSAMPLED_NEGATIVE, TRUNCATED_ROW,
+)
 from cce_dlrm.data.criteo.source import LineChunk, is_gzip, iter_line_chunks, read_range
 from cce_dlrm.data.criteo.vocab import VocabCounter
 from cce_dlrm.data.criteo.workers import Workers
@@ -50,25 +53,33 @@ def empty_file_error(raw: RawFile) -> CriteoInputError:
 
 
 def _chunk_output(rows: ParsedRows, chunk: LineChunk, file_index: int, name: str,
-                  segments: list[Segment], settings: PreprocessSettings):
+                  segments: list[Segment], settings: PreprocessSettings, file_key: int = 0):
     """What pass 1 keeps of one chunk: (arrays for cache.write_chunk,
-    (dense (n, 13) float32, labels (n,) uint8), info); rows in line order."""
+    (dense (n, 13) float32, labels (n,) uint8), info); rows in line order.
+
+    ``file_key`` identifies the file to ``row_fraction`` (``RawFile.key``); negative
+    subsampling keys on ``file_index``, as it always has."""
     split = split_of_lines(segments, rows.lines)
     if len(split) and (split.min() < 0 or (np.diff(split) < 0).any()):
         raise CriteoInputError(name, None,
                                "has more lines than when it was counted: it changed while "
                                "being preprocessed; run again")
-    keep = keep_mask(rows.labels, split == 0, settings.negative_subsampling,
-                     settings.subsample_seed, file_index, rows.lines)
+    sampled = fraction_mask(settings.row_fraction, settings.subsample_seed, file_key, rows.lines)
+    keep = sampled & keep_mask(rows.labels, split == 0, settings.negative_subsampling,
+                               settings.subsample_seed, file_index, rows.lines)
     skipped = Counter(rows.skipped)
-    subsampled = int(len(keep) - np.count_nonzero(keep))
+    sampled_out = int(len(sampled) - np.count_nonzero(sampled))
+    subsampled = int(len(sampled) - np.count_nonzero(keep)) - sampled_out
+    if sampled_out:
+        skipped[SAMPLED_OUT] += sampled_out
     if subsampled:
         skipped[SUBSAMPLED_NEGATIVE] += subsampled
+    if sampled_out or subsampled:
         split, labels = split[keep], rows.labels[keep]
         dense, cats = rows.dense[:, keep], rows.cats[:, keep]
     else:
         labels, dense, cats = rows.labels, rows.dense, rows.cats
-    reduce_range(cats, settings.max_ind_range)
+    reduce_range(cats, settings.max_ind_range, settings.per_feature_modulus)
 
     arrays, uniques, counts, offsets = {}, [], [], [0]
     # counts matter only to a frequency threshold; without one, presence is enough
@@ -125,6 +136,7 @@ class ChunkTask:
     file's chunk; a plain file's chunk (empty buffer) is read by the worker itself."""
 
     file_index: int
+    file_key: int  # RawFile.key: what row_fraction's numbers depend on
     path: str
     name: str
     segments: list[Segment]
@@ -143,7 +155,7 @@ def process_chunk(task: ChunkTask) -> tuple[LineChunk, dict, np.ndarray, np.ndar
         chunk = replace(chunk, buffer=data, size=len(data))
     rows = parse_chunk(chunk, task.name, task.settings.strict, threads=task.threads)
     arrays, (dense, labels), info = _chunk_output(rows, chunk, task.file_index, task.name,
-                                                  task.segments, task.settings)
+                                                  task.segments, task.settings, task.file_key)
     cache.write_chunk(Path(task.work), cache.chunk_name(task.file_index, chunk.index), arrays)
     return replace(chunk, buffer=bytearray(), size=0), info, dense, labels
 
@@ -180,8 +192,8 @@ def run_file(file_index: int, raw: RawFile, segments: list[Segment], work: Path,
     def tasks():
         for chunk in chunks:  # the reader refills its buffer: a task gets a copy or nothing
             data = bytearray(chunk.data) if gz else bytearray()
-            yield ChunkTask(file_index, str(raw.path), raw.name, segments, settings, str(work),
-                            workers.in_process, replace(chunk, buffer=data, size=len(data)))
+            yield ChunkTask(file_index, raw.key, str(raw.path), raw.name, segments, settings,
+                            str(work), workers.in_process, replace(chunk, buffer=data, size=len(data)))
 
     pending, unsynced = [], 0
 

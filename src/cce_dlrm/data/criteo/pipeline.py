@@ -39,12 +39,12 @@ from tqdm import tqdm
 
 from cce_dlrm.data.criteo import cache
 from cce_dlrm.data.criteo.errors import CriteoInputError
-from cce_dlrm.data.criteo.inputs import PreprocessSettings, RawFile
+from cce_dlrm.data.criteo.inputs import LATER_SETTINGS, PreprocessSettings, RawFile
 from cce_dlrm.data.criteo.layout import SPLIT_ORDER
 from cce_dlrm.data.criteo.outputs import OffsetSplitWriter, finish_split_files
 from cce_dlrm.data.criteo.pass1 import empty_file_error, gzip_truncated_error, run_file
 from cce_dlrm.data.criteo.pass2 import write_sparse
-from cce_dlrm.data.criteo.schema import MALFORMED_KINDS, SUBSAMPLED_NEGATIVE
+from cce_dlrm.data.criteo.schema import MALFORMED_KINDS, SAMPLED_OUT, SUBSAMPLED_NEGATIVE
 from cce_dlrm.data.criteo.source import count_lines, fingerprint, looks_like_csv
 from cce_dlrm.data.criteo.vocab import VocabCounter, Vocabulary
 from cce_dlrm.data.criteo.workers import Workers, worker_count
@@ -94,12 +94,15 @@ def _difference(old: dict | None, new: dict, files: list[RawFile]) -> str:
     parts = []
     if old.get("dataset") != new["dataset"]:
         parts.append(f"dataset {old.get('dataset')!r} -> {new['dataset']!r}")
-    was = old.get("settings") or {}
-    if was != new["settings"]:
-        keys = list(new["settings"]) + [k for k in was if k not in new["settings"]]
+    was, now = old.get("settings") or {}, new["settings"]
+    if was != now:
+        def value(settings, key):  # a later setting left out is at its old behaviour
+            return settings.get(key, LATER_SETTINGS.get(key))
+
+        keys = list(now) + [k for k in was if k not in now]
         parts.append("settings changed: " + ", ".join(
-            f"{k} {was.get(k)!r} -> {new['settings'].get(k)!r}" for k in keys
-            if was.get(k) != new["settings"].get(k)))
+            f"{k} {value(was, k)!r} -> {value(now, k)!r}" for k in keys
+            if value(was, k) != value(now, k)))
     before = {f["name"]: f for f in old.get("files", [])}
     paths = {raw.name: raw.path for raw in files}
     for f in new["files"]:
@@ -237,7 +240,7 @@ def _totals(files: list[RawFile], all_infos: list[list[dict]]) -> dict:
         if read != written + sum(d.values()):
             raise RuntimeError(f"{raw.name}: {read} rows read but {written} written and "
                                f"{sum(d.values())} skipped (internal error)")
-    kinds = {k: skipped.get(k, 0) for k in (*MALFORMED_KINDS, SUBSAMPLED_NEGATIVE)}
+    kinds = {k: skipped.get(k, 0) for k in (*MALFORMED_KINDS, SUBSAMPLED_NEGATIVE, SAMPLED_OUT)}
     return {
         "rows_read": sum(f["rows_read"] for f in per_file),
         "rows_written": sum(f["rows_written"] for f in per_file),
@@ -339,7 +342,7 @@ def build(files: list[RawFile], out_dir: Path | str, dataset: str,
             "rare_values": vocab.rare_values,
             "dense": "log(max(x, 0) + 1), empty = 0",
             "categorical": "hex -> uint32 (empty is its own value), modulo max_ind_range if "
-                           "set, then per-feature contiguous ids in ascending value order "
+                           "set (or feature j's modulo per_feature_modulus[j]), then per-feature contiguous ids in ascending value order "
                            "(empty first); with frequency_threshold >= 2, id 0 is shared by "
                            "rarer values",
             "dictionaries": VOCAB_FILE,

@@ -30,5 +30,7 @@ MALFORMED_KINDS = (
     BAD_LABEL, BAD_DENSE, BAD_CATEGORICAL, LONG_CATEGORICAL, TOO_MANY_FIELDS, EMPTY_LINE,
     TRUNCATED_ROW,
 )
-# Rows skipped on purpose (not malformed): negatives removed by training-split subsampling.
+# Rows skipped on purpose (not malformed): negatives removed by training-split subsampling,
+# and rows of any split left out by row_fraction.
 SUBSAMPLED_NEGATIVE = "subsampled_negative"
+SAMPLED_OUT = "row_fraction_dropped"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +30,22 @@ import numpy as np
 from cce_dlrm.data.criteo.schema import NUM_CATEGORICAL
 
 _COUNT_MAX = np.iinfo(np.uint32).max  # counts saturate: only "at least t" matters
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry holds: a fixed one
 
 
 def savez_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez to a temporary name, fsync, rename: never a half-written file."""
+    """An ``.npz`` file (what np.load reads) written to a temporary name, fsynced and
+    renamed: never a half-written file. Unlike np.savez, whose zip entries carry the time
+    of writing, the same arrays always give the same bytes (a resumed run's output equals
+    an uninterrupted one's)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+            for name, arr in arrays.items():
+                entry = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
+                with z.open(entry, "w", force_zip64=True) as out:
+                    np.lib.format.write_array(out, np.asanyarray(arr), allow_pickle=False)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
