@@ -49,12 +49,11 @@ def preprocess(
 
         preprocess("kaggle", "data/raw/criteo_kaggle", "data/processed/criteo_kaggle")
     """
-    settings = PreprocessSettings(mode, int(frequency_threshold), int(max_ind_range),
-                                  float(negative_subsampling), int(subsample_seed),
-                                  float(chunk_mb), float(sync_mb), int(workers),
-                                  _number(row_fraction, "row_fraction"),
-                                  None if per_feature_modulus is None
-                                  else tuple(per_feature_modulus))
+    settings = PreprocessSettings(
+        mode=mode, frequency_threshold=int(frequency_threshold), max_ind_range=int(max_ind_range),
+        negative_subsampling=float(negative_subsampling), subsample_seed=int(subsample_seed),
+        chunk_mb=float(chunk_mb), sync_mb=float(sync_mb), workers=int(workers),
+        row_fraction=_number(row_fraction, "row_fraction"), per_feature_modulus=per_feature_modulus)
     if kind == KAGGLE:
         if days is not None:
             raise PreprocessConfigError(
