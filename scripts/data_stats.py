@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException, MissingConfigException
 
 from cce_dlrm.analysis.data_stats import markdown_table, read_criteo_text, table_stats
 from cce_dlrm.data.processed import DatasetError, ProcessedDataset
@@ -49,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"dataset {args.dataset!r} is not generated; this script compares synthetic data")
         instantiate(cfg.dataset.build)(path=cfg.dataset.path)
         train = ProcessedDataset(cfg.dataset.path).split("train")
-    except (ConfigError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ConfigError, DatasetError, HydraException, MissingConfigException) as err:
+        # one line, no traceback: an unknown dataset name, a bad override, unreadable data
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 1
     sparse, labels = read_criteo_text(args.real)
     real = table_stats(sparse, labels)

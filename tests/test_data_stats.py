@@ -38,3 +38,42 @@ def test_table_stats_pool_the_tail_and_read_raw_criteo_rows(tmp_path):
     text = markdown_table([("a", stats), ("b", stats)])
     assert "| C26 | 0.500 (2) | 0.667 | 0.500 (2) | 0.667 |" in text
     assert "| a | 3 | 0.333 |" in text
+
+
+def test_script_says_what_is_wrong_in_one_line(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "data_stats.py"
+    spec = importlib.util.spec_from_file_location("data_stats_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--real", str(tmp_path / "missing.txt")]) == 1
+    assert "no real Criteo rows" in capsys.readouterr().err
+    real = tmp_path / "rows.txt"
+    real.write_text("1\t" + "\t".join(["1"] * 13) + "\t" + "\t".join(["aa"] * 26) + "\n")
+    assert script.main(["--real", str(real), "--dataset", "no_such_dataset"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert script.main(["--real", str(real), "--dataset", "criteo_kaggle"]) == 1
+    assert "not generated" in capsys.readouterr().err
+
+
+def test_script_compares_a_tiny_synthetic_dataset(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "data_stats.py"
+    spec = importlib.util.spec_from_file_location("data_stats_script2", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    real = tmp_path / "rows.txt"
+    real.write_text("".join(f"{i % 2}\t" + "\t".join(["1"] * 13) + "\t" + "\t".join([f"{i:08x}"] * 26) + "\n"
+                            for i in range(50)))
+    out = tmp_path / "stats.md"
+    assert script.main(["--real", str(real), "--dataset", "synthetic_control", "--large-rows", "2000",
+                        "--out", str(out), f"paths.data_dir={tmp_path}", "dataset.build.rows=3000",
+                        "dataset.build.max_cardinality=500", "+dataset.build.progress=false"]) == 0
+    text = out.read_text()
+    assert "| all | 1.000 (1,300) |" in text  # 26 features x 50 distinct real values, all seen once
+    assert "| Kaggle head | 50 | 0.500 |" in text and "synthetic_control 2,000" in text
