@@ -34,6 +34,10 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
+from torchrec.modules.embedding_configs import DataType
+
+#: ``table_precision`` -> (torchrec data type, bytes per stored float)
+TABLE_PRECISIONS = {"fp32": (DataType.FP32, 4), "fp16": (DataType.FP16, 2)}
 
 
 class ConfigError(ValueError):
@@ -126,6 +130,10 @@ class EmbeddingMethod(nn.Module, metaclass=ABCMeta):
     @abstractmethod
     def aux_bytes(self) -> list[int]:
         """Auxiliary (non-learned, stored) bytes per feature."""
+
+    def learned_bytes(self) -> list[int]:
+        """Bytes of the learned floats per feature (4 each unless a method stores fewer)."""
+        return [4 * n for n in self.learned_params()]
 
     #: False only for the uncompressed baseline, which ignores ``max_table_params``.
     respects_budget = True
@@ -300,16 +308,8 @@ class TableMethod(EmbeddingMethod):
                             rows=self.layouts[f].rows[s][c], dim=self.dim // columns, init_std=std,
                         ))
         self.sub_keys = [t.name for t in self.sub_tables]
-        self.ebc = EmbeddingBagCollection(
-            tables=[
-                EmbeddingBagConfig(
-                    name=t.name, embedding_dim=t.dim, num_embeddings=t.rows,
-                    feature_names=[t.name], pooling=PoolingType.SUM,
-                )
-                for t in self.sub_tables
-            ],
-            device=torch.device(device) if device is not None else None,
-        )
+        self.table_precision = "fp32"
+        self.ebc = self.make_collection(device)
         # order of the groups' features in the concatenated output; inverse restores F order
         order = [f for g in self.groups for f in g.features]
         self.register_buffer("_inverse_order", torch.argsort(torch.tensor(order)), persistent=False)
@@ -335,6 +335,37 @@ class TableMethod(EmbeddingMethod):
         raise TypeError(f"{type(self).__name__} provides neither indices() nor its own forward()")
 
     # --- shared machinery ---------------------------------------------------------
+    def make_collection(self, device=None) -> EmbeddingBagCollection:
+        """One torchrec collection of every sub-table, stored in ``self.table_precision``."""
+        return EmbeddingBagCollection(
+            tables=[
+                EmbeddingBagConfig(
+                    name=t.name, embedding_dim=t.dim, num_embeddings=t.rows,
+                    feature_names=[t.name], pooling=PoolingType.SUM,
+                    data_type=TABLE_PRECISIONS[self.table_precision][0],
+                )
+                for t in self.sub_tables
+            ],
+            device=torch.device(device) if device is not None else None,
+        )
+
+    def set_table_precision(self, precision: str) -> None:
+        """Stores every sub-table in ``precision`` ('fp32' or 'fp16'); call before sharding.
+
+        fp16 tables are half the bytes; fbgemm's fused kernels read them and return fp32
+        vectors, and its fused SGD updates them in place (torchrec asks fbgemm for stochastic
+        rounding unless told otherwise).
+        """
+        if precision not in TABLE_PRECISIONS:
+            raise ConfigError(f"table_precision must be one of {sorted(TABLE_PRECISIONS)}, got {precision!r}")
+        if precision == self.table_precision:
+            return
+        device = next(self.ebc.parameters()).device
+        self.table_precision = precision
+        self.ebc = self.make_collection(device)
+        if device.type != "meta":
+            TableMethod.reset_parameters(self)
+
     def group_features(self, group: FeatureGroup) -> torch.Tensor:
         """The group's feature indices, (Fg,) int64 on the module's device."""
         return getattr(self, f"_group{self.groups.index(group)}")
@@ -362,7 +393,7 @@ class TableMethod(EmbeddingMethod):
         """features: KJT (F keys, one id each) -> (B, F, d)."""
         pooled = self.ebc(self.table_kjt(features))
         keys = tuple(pooled.keys())
-        values = pooled.values()
+        values = pooled.values().float()  # unsharded fp16 tables return fp16 (fbgemm's return fp32)
         if list(keys) != self.sub_keys:
             # a sharded collection may return its tables in another order
             perm = self._column_perm.get(keys)
@@ -401,6 +432,14 @@ class TableMethod(EmbeddingMethod):
         for t in self.sub_tables:
             out[t.feature] += t.rows * t.dim
         return out
+
+    def learned_bytes(self) -> list[int]:
+        """Sub-table floats at ``table_precision``'s size, other learned floats at 4 bytes."""
+        size = TABLE_PRECISIONS[self.table_precision][1]
+        tables = [0] * len(self.features)
+        for t in self.sub_tables:
+            tables[t.feature] += t.rows * t.dim
+        return [size * n + 4 * (total - n) for n, total in zip(tables, self.learned_params())]
 
     def aux_bytes(self) -> list[int]:
         """Hash constants held by the method (buffers), spread over features."""
