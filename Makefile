@@ -11,9 +11,10 @@ REQS := requirements/common.txt requirements/$(DEVICE).txt requirements/dev.txt 
 DATASET ?= criteo_kaggle
 DAYS ?= 0-23
 EXPERIMENT ?= table1_synthetic
+BENCH_SCALE ?= small
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-fast smoke download-criteo preprocess reproduce-table1 bench-train bench-preprocess clean-runs
+.PHONY: help venv test test-fast smoke download-criteo preprocess reproduce-table1 bench clean-runs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-20s %s\n", $$1, $$2}'
@@ -52,11 +53,8 @@ reproduce-table1: $(STAMP) ## the baseline + methods x budgets (EXPERIMENT=table
 	$(PY) -m cce_dlrm.train -m experiment=$(EXPERIMENT) hydra.sweep.dir=runs/$(EXPERIMENT)/sweep $(ARGS)
 	$(PY) -m cce_dlrm.results.collect runs/$(EXPERIMENT) --out results/$(EXPERIMENT)
 
-bench-train: $(STAMP) ## our training step vs torchrec's plain DLRM (samples/s)
-	$(PY) benchmarks/bench_train.py
-
-bench-preprocess: $(STAMP) ## preprocessing speed vs the pyarrow floor and torchrec (1M and 4M rows)
-	$(PY) benchmarks/bench_preprocess.py --rows 1000000 4000000
+bench: $(STAMP) ## speed, memory, scaling, clustering, preprocessing report -> results/bench/ (BENCH_SCALE=small|full)
+	$(PY) -m cce_dlrm.bench --scale $(BENCH_SCALE)
 
 clean-runs: ## delete runs/ (training outputs)
 	rm -rf runs
