@@ -172,9 +172,11 @@ def test_unreachable_max_steps_refused_through_the_entry_point(tmp_path, data_di
 
 @pytest.mark.slow
 def test_error_printed_once_under_torchrun(tmp_path):
-    result = _fails_cleanly(["seed=-1"], tmp_path / "data", tmp_path, "", nproc=2)
+    # 255 is fine for 1 process: the check reads the number of processes from torchrun
+    result = _fails_cleanly(["trainer.batch_size=255"], tmp_path / "data", tmp_path, "", nproc=2)
     out = result.stdout + result.stderr
-    message = "configuration error: seed must be a non-negative integer, got -1"
+    message = ("configuration error: trainer.batch_size=255 is not divisible by the number of processes (2): "
+               "the global batch is split evenly; use a multiple of it")
     assert out.count(message) == 1, out[-4000:]
     # torchrun's summary names it as the root cause (not "To enable traceback see: ...")
     root_cause = out[out.index("Root Cause"):]
