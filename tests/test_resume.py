@@ -120,8 +120,10 @@ def test_a_completed_run_is_never_overwritten_and_a_sweep_skips_it(tmp_path, dat
     extra = ["method=hashing", "trainer.max_steps=4", "trainer.val_every=2"]
     _ok(_cli(tmp_path, data_dir, run_dir, extra))
     before = (run_dir / "metrics.json").read_text()
-    again = _cli(tmp_path, data_dir, run_dir, extra)
+    saved_overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
+    again = _cli(tmp_path, data_dir, run_dir, [*extra, "seed=5"])
     _one_line_refusal(again, "holds a completed run; it is never overwritten")
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text() == saved_overrides  # refused before Hydra wrote
     swept = _cli(tmp_path, data_dir, run_dir, extra, multirun=True)
     _ok(swept)
     assert f"skipped: already completed: {run_dir}" in swept.stdout

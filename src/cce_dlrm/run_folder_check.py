@@ -50,6 +50,13 @@ def _check(config: DictConfig, key: str) -> None:
 class CheckRunFolder(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _check(config, "hydra.run.dir")
+        from cce_dlrm.config_errors import exit_with_user_error
+        from cce_dlrm.training.run_folder import RunFolderTaken, refuse_completed
+
+        try:  # a completed run's folder: refused before Hydra rewrites its .hydra/
+            refuse_completed(str(OmegaConf.select(config, "hydra.run.dir")))
+        except RunFolderTaken as err:
+            exit_with_user_error(err)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _check(config, "hydra.sweep.dir")

@@ -153,3 +153,14 @@ def claim_run_folder(run_dir: Path | str, is_main: bool, resume: bool = True,
         lock.release()
         lock = None
     return lock, decision
+
+
+def refuse_completed(run_dir: Path | str) -> None:
+    """Raises RunFolderTaken if ``run_dir`` holds a completed run (a single run's early check).
+
+    Hydra writes ``.hydra/`` into the run folder before the task starts; the entry point's
+    run-folder callback calls this first, so a completed run's saved config is not replaced.
+    """
+    run_dir = Path(run_dir)
+    if read_metrics(run_dir).get("status") == "completed":
+        decide_start(run_dir, multirun=False)  # raises the one-line refusal
