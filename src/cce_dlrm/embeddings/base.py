@@ -384,10 +384,18 @@ class TableMethod(EmbeddingMethod):
         num_features = len(self.features)
         ids = features.values().view(num_features, -1)
         batch = ids.shape[1]
-        parts = [self.indices(g, ids[g.features]).reshape(-1) for g in self.groups]
+        # the group's rows picked with its index buffer (a Python list index would be a fresh
+        # host tensor, copied to the device, every step)
+        parts = [self.indices(g, ids.index_select(0, getattr(self, f"_group{n}"))).reshape(-1)
+                 for n, g in enumerate(self.groups)]
         values = torch.cat(parts) if len(parts) > 1 else parts[0]
-        lengths = torch.ones(len(self.sub_keys) * batch, dtype=torch.int32, device=values.device)
-        return KeyedJaggedTensor(keys=self.sub_keys, values=values, lengths=lengths)
+        keys = len(self.sub_keys)
+        lengths = torch.ones(keys * batch, dtype=torch.int32, device=values.device)
+        # one id per sub-table and sample, so the per-key lengths are known here: torchrec then
+        # need not sum `lengths` per key and copy the sums to the host (a GPU sync every step)
+        return KeyedJaggedTensor(keys=self.sub_keys, values=values, lengths=lengths, stride=batch,
+                                 length_per_key=[batch] * keys,
+                                 offset_per_key=list(range(0, (keys + 1) * batch, batch)))
 
     def forward(self, features: KeyedJaggedTensor) -> torch.Tensor:
         """features: KJT (F keys, one id each) -> (B, F, d)."""
