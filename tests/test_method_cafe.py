@@ -84,3 +84,11 @@ def test_an_id_that_stops_mattering_is_evicted_to_the_shared_rows():
         method.update_sketch(ids, torch.full((1, len(same_bucket)), 1e6))
     row = rows_of(method, torch.stack([torch.zeros(1, dtype=torch.int64), torch.tensor([STAR])]))[1, 0].item()
     assert row >= method.buckets * method.slots
+
+
+def test_recorded_norms_are_bounded_without_train_steps():
+    method = make()
+    for n in range(5):
+        kjt, _ = batch(n)
+        method(kjt).sum().backward()
+    assert len(method._pending) == method.update_every

@@ -143,6 +143,9 @@ class CAFEEmbedding(TableMethod):
             def record(grad: torch.Tensor) -> None:
                 norms = grad.detach().index_select(1, self._compressed).norm(dim=-1).t()  # (Fc, B)
                 self._pending.append((ids, norms.to(self.sketch_scores.dtype)))
+                # training consumes them every `update_every` steps; forward/backward passes
+                # without on_train_step (benchmarks) must not grow this list without bound
+                del self._pending[:-self.update_every]
 
             out.register_hook(record)
         return out
