@@ -27,6 +27,8 @@ constants per feature; it is what decides hotness, so no per-id state is stored.
 
 Init rule: the table uniform with std ``init_std`` (hot and hashed rows alike), so vectors
 start with coordinate std ``init_std``.
+Effective step at init (``scripts/effective_step.py``: lr 1, 20,000 ids, P = 16,000, d = 16;
+1 for a full table): about 1.0 (at init no id is hot yet).
 
 Deviations from the paper: one migration per bucket per step (the highest-scored newcomer
 of the bucket; the paper inserts ids one by one), no multi-level hashing for medium ids,
