@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default=socket.gethostname().split(".")[0])
     ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "cce_bench")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--note", default=os.environ.get("BENCH_NOTE", ""),
+                    help="a line for the report's header (e.g. what else ran on the machine)")
     args = ap.parse_args(argv)
     if args.scale not in SCALES:
         print(f"bench: unknown scale {args.scale!r} (one of {', '.join(SCALES)})", file=sys.stderr)
@@ -103,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         f"# Benchmark report: {args.host}",
         "",
-        f"- scale: **{scale.name}**" + (" (shrunken vocabularies: numbers mean nothing)" if scale.vocab_cap else ""),
+        f"- scale: **{scale.name}**: vocabularies "
+        + (f"clipped at {scale.vocab_cap:,} (not Kaggle's: ratios are indicative only)" if scale.vocab_cap
+           else "Criteo Kaggle's 26 (33,762,577 rows)"),
+        *([f"- note: **{args.note}**"] if args.note else []),
         f"- hardware: {_hardware()}",
         f"- device: {runtime.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
         f"Python {platform.python_version()}",

@@ -1,8 +1,9 @@
 """How big each ``BENCH_SCALE`` is: repeats, sizes and what is swept.
 
-``full`` is the reported run (15 minutes on 2 cores); ``small`` checks that the harness
-works end to end (about 2 minutes); ``tiny`` exists for the test suite (shrunken
-vocabularies, so its numbers mean nothing).
+``full`` is the reported run (Kaggle's vocabularies, every method; sized for 15 minutes on 2
+quiet cores); ``small`` checks the harness end to end in a few minutes (vocabularies clipped at
+200,000, fewer memory processes, one sharding, one clustering case); ``tiny`` exists for the
+test suite (vocabularies clipped at 4,000, four methods: its numbers mean nothing).
 """
 
 from __future__ import annotations
@@ -48,18 +49,18 @@ SCALES = {
                   preprocess_rows=(2000,), preprocess_repeat=1,
                   methods=("full", "hashing", "cce", "qr"), profile_steps=2,
                   memory_methods=("full",), scaling_shardings=("table_wise",), preprocess_torchrec=False),
-    "small": Scale("small", vocab_cap=None, caps=(16_000, 160_000), batches=(128, 2048), warmup=2,
-                   steps=4, rounds=3, data_rows=40_960, memory_caps=(16_000,), memory_steps=3,
-                   scaling_methods=("full",), scaling_steps=4,
-                   cluster_cases=((100_000, 1_000), (1_000_000, 1_000)), cluster_default_run=False,
-                   preprocess_rows=(100_000,), preprocess_repeat=1, profile_steps=5),
-    "full": Scale("full", vocab_cap=None, caps=(16_000, 160_000), batches=(128, 2048), warmup=3,
-                  steps=10, rounds=5, data_rows=131_072, memory_caps=(16_000, 160_000),
-                  memory_steps=5, scaling_methods=("full", "cce"), scaling_steps=10,
-                  cluster_cases=((100_000, 1_000), (1_000_000, 1_000), (1_000_000, 50_000),
-                                 (10_000_000, 1_000)),
-                  cluster_default_run=True, preprocess_rows=(1_000_000, 4_000_000),
-                  preprocess_repeat=3, profile_steps=20),
+    "small": Scale("small", vocab_cap=200_000, caps=(16_000, 160_000), batches=(128, 2048), warmup=1,
+                   steps=3, rounds=3, data_rows=16_384, memory_caps=(16_000,), memory_steps=2,
+                   scaling_methods=("full",), scaling_steps=3,
+                   cluster_cases=((100_000, 1_000),), cluster_default_run=False,
+                   preprocess_rows=(100_000,), preprocess_repeat=1, profile_steps=5,
+                   memory_methods=("full", "hashing", "cce"), scaling_shardings=("table_wise",)),
+    "full": Scale("full", vocab_cap=None, caps=(16_000, 160_000), batches=(128, 2048), warmup=2,
+                  steps=6, rounds=5, data_rows=65_536, memory_caps=(16_000,),
+                  memory_steps=3, scaling_methods=("full",), scaling_steps=6,
+                  cluster_cases=((100_000, 1_000), (1_000_000, 50_000), (10_000_000, 1_000)),
+                  cluster_default_run=False, preprocess_rows=(1_000_000, 4_000_000),
+                  preprocess_repeat=2, profile_steps=20),
 }
 
 
