@@ -11,6 +11,11 @@ REQS := requirements/common.txt requirements/$(DEVICE).txt requirements/dev.txt 
 DATASET ?= criteo_kaggle
 DAYS ?= 0-23
 EXPERIMENT ?= table1_synthetic
+RUNS_DIR ?= $(or $(CCE_RUNS_DIR),runs)
+RESULTS_DIR ?= results
+# parallel sweep jobs: 2 on a CPU (one thread each), 1 on a GPU (jobs would share it)
+JOBS ?= $(if $(filter cpu,$(DEVICE)),2,1)
+LAUNCH = $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS))
 BENCH_SCALE ?= small
 
 .DEFAULT_GOAL := help
@@ -48,10 +53,14 @@ download-criteo: ## fetch a Criteo dataset into data/raw/$(DATASET)/ (DATASET=cr
 preprocess: $(STAMP) ## raw Criteo files -> data/processed/$(DATASET)/ (Hydra overrides in ARGS="...")
 	$(PY) -m cce_dlrm.preprocess dataset=$(DATASET) $(if $(filter command environment,$(origin DAYS)),"++dataset.preprocess.days='$(DAYS)'") $(ARGS)
 
-reproduce-table1: $(STAMP) ## the baseline + methods x budgets (EXPERIMENT=table1 for Criteo Kaggle; overrides in ARGS), then results/
-	$(PY) -m cce_dlrm.train experiment=$(EXPERIMENT) method=full max_table_params=null hydra.run.dir=runs/$(EXPERIMENT)/full $(ARGS)
-	$(PY) -m cce_dlrm.train -m experiment=$(EXPERIMENT) hydra.sweep.dir=runs/$(EXPERIMENT)/sweep $(ARGS)
-	$(PY) -m cce_dlrm.results.collect runs/$(EXPERIMENT) --out results/$(EXPERIMENT)
+# Table 1: the full-table baselines (one per dataset and seed, also the runs pq quantizes),
+# then the experiment's grid, then the table and figures. Finished runs are skipped, so a
+# rerun redoes only what is missing. JOBS > 1 runs the grid through Hydra's joblib launcher
+# (one thread per job); the baselines run one at a time since they also generate the data.
+reproduce-table1: $(STAMP) ## Table 1 by the paper's protocol (EXPERIMENT=table1|table1_1epoch|table1_terabyte for Criteo; JOBS, ARGS) -> results/$(EXPERIMENT)/
+	$(PY) -m cce_dlrm.train -m experiment=$(EXPERIMENT) hydra.sweep.dir=$(RUNS_DIR)/$(EXPERIMENT) $(ARGS) method=full max_table_params=null
+	$(PY) -m cce_dlrm.train -m experiment=$(EXPERIMENT) hydra.sweep.dir=$(RUNS_DIR)/$(EXPERIMENT) $(LAUNCH) $(ARGS)
+	$(PY) -m cce_dlrm.results.table1 $(RUNS_DIR)/$(EXPERIMENT) --out $(RESULTS_DIR)/$(EXPERIMENT)
 
 bench: $(STAMP) ## speed, memory, scaling, clustering, preprocessing report -> results/bench/ (BENCH_SCALE=small|full)
 	$(PY) -m cce_dlrm.bench --scale $(BENCH_SCALE)

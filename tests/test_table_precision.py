@@ -85,3 +85,20 @@ def test_fp16_learns_like_fp32():
     full, dtypes, _ = train("table_wise", "fp32")
     assert all(d == torch.float32 for d in dtypes)
     assert abs(half[-1] - full[-1]) < 0.02, (half[-1], full[-1])
+
+
+@pytest.mark.slow
+def test_fp16_tables_through_the_entry_point(tmp_path, data_dir):
+    """`table_precision=fp16` from the command line: trained, and counted as 2 bytes a float."""
+    from conftest import ROOT, read_metrics, run_cli
+
+    common = ["experiment=smoke", f"paths.data_dir={data_dir}", "trainer.max_steps=20",
+              "trainer.val_every=10", "logger.tensorboard=false", "table_precision=fp16"]
+    done = run_cli([*common, "method=hashing", f"hydra.run.dir={tmp_path / 'h'}"], cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = read_metrics(tmp_path / "h")
+    assert metrics["status"] == "completed"
+    assert metrics["learned_bytes"] == 2 * metrics["learned_params"]  # hashing: tables only
+    refused = run_cli([*common, "method=dhe", f"hydra.run.dir={tmp_path / 'd'}"], cwd=ROOT)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "table_precision=fp16 applies to table-based methods only" in refused.stderr

@@ -138,6 +138,14 @@ def _check_dataset_build(cfg: DictConfig) -> None:
             raise ConfigError(f"dataset.build.ctr must be a click rate in (0, 1), got {ctr!r}")
 
 
+def _check_protocol(cfg: DictConfig) -> None:
+    from cce_dlrm.training.early_stopping import RULES
+
+    rule = _select(cfg, "trainer.early_stopping")
+    if rule is not None and rule not in RULES:
+        raise ConfigError(f"trainer.early_stopping must be one of {', '.join(RULES)}, got {rule!r}")
+
+
 def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     """Raises ConfigError for the first value of ``cfg`` that cannot work.
 
@@ -160,6 +168,7 @@ def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     _positive_number(cfg, "logger.progress_interval")
     _check_runtime(cfg)
     _check_dataset_build(cfg)
+    _check_protocol(cfg)
 
 
 def batches_per_epoch(train_rows: int, batch_size: int) -> int:

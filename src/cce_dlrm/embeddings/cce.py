@@ -270,10 +270,15 @@ class CCEEmbedding(TableMethod):
             raise ConfigError("cce: cluster_unit=epochs needs the number of batches per epoch")
         return max(1, round(self.cluster_every * steps_per_epoch))
 
+    def is_round_step(self, step: int, total_steps: int, steps_per_epoch: int, rounds_done: int) -> bool:
+        """Does the schedule put a round after batch ``step`` (``rounds_done`` rounds so far)?"""
+        every = self.round_interval(total_steps, steps_per_epoch)
+        return (bool(every) and bool(self.compressed) and step % every == 0
+                and step <= self.last_cluster * total_steps
+                and (self.max_rounds is None or rounds_done < self.max_rounds))
+
     def on_train_step(self, step: int, total_steps: int, context: TrainContext) -> dict[str, float]:
-        every = self.round_interval(total_steps, context.steps_per_epoch)
-        if (not every or not self.compressed or step % every or step > self.last_cluster * total_steps
-                or (self.max_rounds is not None and int(self.cluster_round) >= self.max_rounds)):
+        if not self.is_round_step(step, total_steps, context.steps_per_epoch, int(self.cluster_round)):
             return {}
         return self.cluster(context, step)
 

@@ -50,7 +50,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
-from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.api import CheckpointException
 
 from cce_dlrm.embeddings.base import ConfigError
@@ -106,7 +106,7 @@ class SafeFileSystemReader(FileSystemReader):
 # model keys must match for any use of a checkpoint (loading weights into a model);
 # run keys also for resuming (they decide the data order, batch split and RNG streams)
 MODEL_KEYS = ("method", "method_config", "dataset", "cardinalities", "max_table_params",
-              "embedding_dim", "model")
+              "embedding_dim", "model", "table_precision")
 RUN_KEYS = ("seed", "batch_size", "world_size", "sharding_type", "lr", "epochs", "max_steps")
 
 
@@ -120,6 +120,7 @@ def fingerprint(cfg, method_key: str, cardinalities: list[int], world_size: int)
         "method": method_key, "method_config": method_cfg, "dataset": cfg.dataset.name,
         "cardinalities": [int(c) for c in cardinalities], "max_table_params": cfg.max_table_params,
         "embedding_dim": cfg.model.embedding_dim, "model": model_cfg,
+        "table_precision": cfg.get("table_precision", "fp32"),
         "seed": cfg.seed, "batch_size": cfg.trainer.batch_size, "world_size": world_size,
         "sharding_type": cfg.trainer.sharding_type, "lr": cfg.trainer.lr,
         "epochs": cfg.trainer.epochs, "max_steps": cfg.trainer.max_steps,
@@ -417,14 +418,23 @@ def _resize_buffers(model: nn.Module, ckpt_dir: Path, inner: nn.Module) -> None:
         module._buffers[name] = torch.empty(tuple(md.size), dtype=md.properties.dtype, device=value.device)
 
 
+def _missing_learned_state(model: nn.Module, ckpt_dir: Path) -> list[str]:
+    """Keys of ``model``'s state that the checkpoint lacks, other than buffers."""
+    saved = SafeFileSystemReader(str(ckpt_dir)).read_metadata().state_dict_metadata
+    buffers = {name for name, _ in model.named_buffers()}
+    return [key for key in model.state_dict() if f"model.{key}" not in saved and key not in buffers]
+
+
 def load_model_state(model: nn.Module, ckpt_dir: Path | str, fingerprint_: dict | None = None,
-                     optimizer=None, inner: nn.Module | None = None) -> dict:
+                     optimizer=None, inner: nn.Module | None = None, partial: bool = False) -> dict:
     """Loads a checkpoint's model (and optionally optimizer) state into ``model`` in place.
 
     ``model`` is the DMP-wrapped model built for the same config (any world size: DCP
     reshards); ``inner`` the module inside it (buffers are resized there; by default
     ``unwrap(model)``). With ``fingerprint_`` the checkpoint must match its
-    model keys. Collective. Returns the checkpoint's ``checkpoint.json`` contents.
+    model keys. ``partial``: buffers the checkpoint lacks keep their values (a pq model
+    loading a trained full model has codes the full one never had); every learned tensor
+    must still be there. Collective. Returns the checkpoint's ``checkpoint.json`` contents.
     """
     ckpt_dir = Path(ckpt_dir)
     info = read_info(ckpt_dir)
@@ -443,8 +453,15 @@ def load_model_state(model: nn.Module, ckpt_dir: Path | str, fingerprint_: dict 
             optim_nested = _split(optimizer.state_dict(), "optimizer", optim_tensors)
             if optim_tensors:
                 state["optimizer"] = optim_tensors
+        planner = None
+        if partial:
+            missing = _missing_learned_state(model, ckpt_dir)
+            if missing:
+                raise CheckpointError(f"checkpoint {ckpt_dir} lacks learned state of this model "
+                                      f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+            planner = DefaultLoadPlanner(allow_partial_load=True)
         # in place: sharded tables' local shards are views of the fused kernels' weights
-        dcp.load(state, storage_reader=SafeFileSystemReader(str(ckpt_dir)))
+        dcp.load(state, storage_reader=SafeFileSystemReader(str(ckpt_dir)), planner=planner)
     if optim_nested is not None and optim_tensors:
         # the loaded tensors with the saved plain values (learning rates and the like)
         optimizer.load_state_dict(_join(info["optimizer"], optim_tensors))

@@ -2,9 +2,17 @@
 
 Reads top to bottom: for each step, forward, BCE loss, backward (the fused optimizer
 updates the tables during backward), dense SGD step, the method's ``on_train_step`` hook
-(CCE clusters here), logging; every ``val_every`` steps and at the end, validation and
-test over the whole splits. The test metrics reported are those at the best validation
-BCE (the test split is never used to choose anything).
+(CCE clusters here), logging; every ``val_every`` steps, at the end of every epoch (as the
+DLRM reference does) and at the end, validation and test over the whole splits. The test
+metrics reported are those at the best validation BCE (the test split is never used to
+choose anything).
+
+Early stopping (``settings.early_stopping``, see ``training/early_stopping.py``): ``paper``
+stops at the end of an epoch whose minimum validation BCE is above the previous epoch's.
+
+Post-training methods (``method.report_final_only``, pq): before ``on_train_end`` the model
+is restored from the best-validation checkpoint (``restore_best``), so what is quantized is
+the best model of the run, not the last one; the reported result is the final evaluation.
 
 Checkpoints (``checkpoint(state, is_best)``, see ``training/checkpoint.py``) are taken
 after every validation and every ``checkpoint_every`` batches. Everything the loop carries
@@ -38,6 +46,7 @@ from torch import nn
 
 from cce_dlrm.data.loader import SplitLoader
 from cce_dlrm.embeddings.base import EmbeddingMethod, TrainContext
+from cce_dlrm.training.early_stopping import should_stop
 from cce_dlrm.training.evaluation import evaluate
 from cce_dlrm.training.progress import progress_bar
 from cce_dlrm.training.run_record import RunRecord
@@ -61,6 +70,7 @@ class LoopSettings:
     log_every: int
     progress: bool
     checkpoint_every: int = 0   # batches between checkpoints besides the validations (0: none)
+    early_stopping: str = "none"  # "paper" or "none" (training/early_stopping.py)
 
 
 @dataclass
@@ -81,6 +91,9 @@ class LoopResult:
     running_loss: float = 0.0    # the open train/loss window: sum of float32 losses ...
     running_n: int = 0           # ... over this many steps
     finished: bool = False       # the final validation is done (a resume only closes the run)
+    best_val_seen: float | None = None  # lowest validation BCE so far (what "best checkpoint" means)
+    stopped_early_at_epoch: int | None = None  # 1-based epoch after which early stopping ended training
+    restored_from_step: int | None = None  # post-training methods: the checkpoint step they started from
 
     @property
     def samples_per_second(self) -> float:
@@ -107,11 +120,14 @@ def _kill_step() -> int | None:
 def train_loop(model: nn.Module, optimizer, method: EmbeddingMethod, context: TrainContext,
                loaders: dict[str, SplitLoader], device: torch.device, settings: LoopSettings,
                writer, record: RunRecord, is_main: bool, state: LoopResult | None = None,
-               checkpoint: Callable[[LoopResult, bool], None] | None = None) -> LoopResult:
+               checkpoint: Callable[[LoopResult, bool], None] | None = None,
+               restore_best: Callable[[], int | None] | None = None) -> LoopResult:
     """Trains from ``state`` (a resumed run's) or from scratch; returns the final state.
 
     ``checkpoint(result, is_best)`` is called (collectively) after every validation and
-    every ``settings.checkpoint_every`` steps.
+    every ``settings.checkpoint_every`` steps. ``restore_best()`` loads the best-validation
+    checkpoint into the model and returns its step (None when there is none); it is called
+    before ``on_train_end`` for post-training methods.
     """
     train = loaders["train"]
     steps = total_steps(settings, len(train))
@@ -132,7 +148,12 @@ def train_loop(model: nn.Module, optimizer, method: EmbeddingMethod, context: Tr
                       events=result.events)
 
     def validate(step: int, final: bool = False) -> bool:
-        """Validation and test at ``step``; True if it is the best validation so far."""
+        """Validation and test at ``step``; True if it is the best validation so far.
+
+        For a post-training method the reported result is the final (quantized) evaluation,
+        while "best" keeps meaning the best validation of the trained model, whose checkpoint
+        is what gets quantized; its final evaluation is never marked best.
+        """
         val = evaluate(model, loaders["val"], device, "val", settings.progress and is_main)
         if not math.isfinite(val["bce"]) and val.get("rows", 1):
             raise TrainingDiverged(step, f"validation BCE is {val['bce']} at step {step}")
@@ -142,11 +163,15 @@ def train_loop(model: nn.Module, optimizer, method: EmbeddingMethod, context: Tr
             log(f"{split}/auc", metrics["auc"], step)
         result.history.append({"step": step, "val_bce": val["bce"], "val_auc": val["auc"],
                                "test_bce": test["bce"], "test_auc": test["auc"]})
-        better = not result.best_val or val["bce"] < result.best_val["bce"]
-        if method.report_final_only:
-            better = final
-        if better:
+        if method.report_final_only and final:
             result.best_val, result.test_at_best, result.best_step = val, test, step
+            publish()
+            return False
+        better = result.best_val_seen is None or val["bce"] < result.best_val_seen
+        if better:
+            result.best_val_seen = val["bce"]
+            if not method.report_final_only:
+                result.best_val, result.test_at_best, result.best_step = val, test, step
         publish()
         return better
 
@@ -217,24 +242,39 @@ def train_loop(model: nn.Module, optimizer, method: EmbeddingMethod, context: Tr
                 running_loss, running_n, window_start = 0.0, 0, time.perf_counter()
             bar.update(1)
             result.batch_in_epoch += 1
-            if result.batch_in_epoch == len(train):
+            epoch_end = result.batch_in_epoch == len(train)
+            if epoch_end:
                 result.epoch, result.batch_in_epoch = result.epoch + 1, 0
-            if step % settings.val_every == 0 and step < steps:
+            if (step % settings.val_every == 0 or epoch_end) and step < steps:
                 check_finite()
-                save(validate(step))
+                is_best = validate(step)
+                if epoch_end and should_stop(result.history, len(train), result.epoch - 1,
+                                             settings.early_stopping):
+                    result.stopped_early_at_epoch = result.epoch
+                save(is_best)
                 window_start = time.perf_counter()
             elif settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < steps:
                 save(False)
             if kill_at == step:
                 os.kill(os.getpid(), signal.SIGKILL)
-            if step >= steps:
+            if step >= steps or result.stopped_early_at_epoch is not None:
                 break
+        if result.stopped_early_at_epoch is not None:
+            break
     bar.close()
     check_finite()
+    result.steps = step
+    if method.report_final_only and restore_best is not None:
+        # quantize the best model of the run, not the last one (the full table overfits)
+        result.restored_from_step = restore_best()
     for name, value in method.on_train_end(context).items():
         log(f"method/{name}", value, step)
-    result.steps = step
-    is_best = validate(step, final=True)  # in-loop validation skips the last step, so this is never twice
+    if result.stopped_early_at_epoch is None or method.report_final_only:
+        # in-loop validation skips the last step, so this is never twice; an early stop has
+        # just validated this very state
+        is_best = validate(step, final=True)
+    else:
+        is_best = False
     result.finished = True
     save(is_best)
     return result

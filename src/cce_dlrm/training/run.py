@@ -23,7 +23,15 @@ from cce_dlrm.embeddings.base import ConfigError, FeatureSpec, TableMethod, Trai
 from cce_dlrm.model.dlrm import DLRM
 from cce_dlrm.training.distributed import Runtime, init_runtime, shard_model, unwrap
 from cce_dlrm.training.evaluation import split_label_summary
-from cce_dlrm.training.checkpoint import fingerprint, load_checkpoint, save_checkpoint
+from cce_dlrm.training.checkpoint import (
+    best_checkpoint,
+    check_fingerprint,
+    fingerprint,
+    load_checkpoint,
+    load_model_state,
+    read_info,
+    save_checkpoint,
+)
 from cce_dlrm.training.loop import LoopResult, LoopSettings, TrainingDiverged, total_steps, train_loop
 from cce_dlrm.training.run_folder import StartDecision, claim_run_folder
 from cce_dlrm.training.run_record import RunRecord
@@ -50,8 +58,15 @@ def build_method(cfg: DictConfig, dataset: ProcessedDataset, device: str | None)
     factory = instantiate(cfg.method)
     if not callable(factory):
         raise ConfigError("a method config must set `_partial_: true` (its sizes come at run time)")
-    return factory(features=features, dim=cfg.model.embedding_dim, max_table_params=cfg.max_table_params,
-                   init_std=cfg.init_std, seed=cfg.seed, device=device)
+    method = factory(features=features, dim=cfg.model.embedding_dim, max_table_params=cfg.max_table_params,
+                     init_std=cfg.init_std, seed=cfg.seed, device=device)
+    precision = cfg.get("table_precision", "fp32")
+    if isinstance(method, TableMethod):
+        method.set_table_precision(precision)  # before sharding: the collection is rebuilt
+    elif precision != "fp32":
+        raise ConfigError(f"table_precision={precision} applies to table-based methods only, "
+                          f"not to {type(method).__name__}")
+    return method
 
 
 def build_model(cfg: DictConfig, dataset: ProcessedDataset, device: str | None = None) -> DLRM:
@@ -72,6 +87,27 @@ def _broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.broadcast(tensor, src)
     return tensor
+
+
+#: what a post-training method's source checkpoint must share with it (the trained model's shape)
+SOURCE_KEYS = ("dataset", "cardinalities", "embedding_dim", "model", "seed")
+
+
+def load_source_model(model, source_run: Path | str, config_print: dict) -> int:
+    """Loads the best-validation checkpoint of ``source_run`` (a trained ``full`` run) into
+    ``model``, for a post-training method (pq) that quantizes it instead of training again.
+
+    Refuses, with one line, a missing checkpoint or one of another dataset, model or seed.
+    Returns the checkpoint's step. Collective.
+    """
+    ckpt = best_checkpoint(source_run)
+    if ckpt is None:
+        raise ConfigError(f"baseline_run={source_run} has no best-validation checkpoint: run the full-table "
+                          "baseline first (make reproduce-table1 does), or set baseline_run=null to train here")
+    info = read_info(ckpt)
+    check_fingerprint(info.get("fingerprint", {}), config_print, ckpt, SOURCE_KEYS)
+    load_model_state(model, ckpt, partial=True)
+    return int(info["trainer"]["steps"])
 
 
 def run_training(cfg: DictConfig, run_dir: Path | str, method_key: str = "?", multirun: bool = False) -> dict:
@@ -143,7 +179,14 @@ def _train(cfg: DictConfig, run_dir: Path, method_key: str, runtime: Runtime, de
     labels = {split: split_label_summary(dataset.split(split).labels) for split in ("val", "test")}
     settings = LoopSettings(epochs=trainer.epochs, max_steps=trainer.max_steps, val_every=trainer.val_every,
                             log_every=cfg.logger.log_every, progress=cfg.logger.progress_bar,
-                            checkpoint_every=int(trainer.get("checkpoint_every") or 0))
+                            checkpoint_every=int(trainer.get("checkpoint_every") or 0),
+                            early_stopping=str(trainer.get("early_stopping", "none")))
+    source_run = cfg.get("baseline_run") if method.report_final_only else None
+    source_step = None
+    if source_run and state is None:
+        # a post-training method on a trained baseline: nothing to train here
+        source_step = load_source_model(model, source_run, config_print)
+        settings.epochs, settings.max_steps = 0, None
     keep = int(trainer.get("keep_checkpoints", 2))
     if settings.checkpoint_every < 0 or keep < 1:
         raise ConfigError(f"trainer.checkpoint_every must be >= 0 and trainer.keep_checkpoints >= 1, got "
@@ -161,20 +204,29 @@ def _train(cfg: DictConfig, run_dir: Path, method_key: str, runtime: Runtime, de
         planned_steps=total_steps(settings, len(loaders["train"])),
         learned_params=sum(learned), learned_params_largest_table=max(learned),
         learned_params_per_feature=learned,
-        learned_bytes=sum(learned) * 4, aux_bytes=sum(aux), aux_bytes_per_feature=aux,
+        learned_bytes=sum(method.learned_bytes()), aux_bytes=sum(aux), aux_bytes_per_feature=aux,
         baseline_bce=labels["val"]["baseline_bce"], baseline_bce_val=labels["val"]["baseline_bce"],
         baseline_bce_test=labels["test"]["baseline_bce"], val_auc_undefined=labels["val"]["auc_undefined"],
         test_auc_undefined=labels["test"]["auc_undefined"], rows=dataset.rows,
         host=platform.node(), config=OmegaConf.to_container(cfg, resolve=True), resumes=resumes,
+        early_stopping=settings.early_stopping, steps_per_epoch=len(loaders["train"]),
+        **({"source_run": str(source_run), "source_step": source_step} if source_run else {}),
     )
 
     def checkpoint(result: LoopResult, is_best: bool) -> None:
         save_checkpoint(run_dir, result.steps, model, optimizer, result.state_dict(), config_print,
                         keep=keep, is_best=is_best, device=runtime.device)
 
+    def restore_best() -> int | None:
+        best = best_checkpoint(run_dir)
+        if best is None:
+            return source_step  # trained elsewhere (baseline_run), or no validation was ever taken
+        return int(load_model_state(model, best)["trainer"]["steps"])
+
     try:
         result = train_loop(model, optimizer, method, context, loaders, runtime.device, settings,
-                            writer, record, runtime.is_main, state=state, checkpoint=checkpoint)
+                            writer, record, runtime.is_main, state=state, checkpoint=checkpoint,
+                            restore_best=restore_best)
         # a method may change its accounting during training (CCE's cluster ids, pq's codes)
         learned, aux = method.learned_params(), method.aux_bytes()
         if writer is not None:
@@ -196,9 +248,11 @@ def _train(cfg: DictConfig, run_dir: Path, method_key: str, runtime: Runtime, de
     record.update(
         status="completed", steps=result.steps, samples_per_second=result.samples_per_second,
         train_seconds=result.train_seconds, method_hook_seconds=result.hook_seconds,
-        wall_seconds=time.time() - started,
+        wall_seconds=time.time() - started, stopped_early_at_epoch=result.stopped_early_at_epoch,
+        epochs_run=result.epoch + (1 if result.batch_in_epoch else 0),
+        restored_from_step=result.restored_from_step,
         learned_params=sum(learned), learned_params_largest_table=max(learned),
-        learned_params_per_feature=learned, learned_bytes=sum(learned) * 4,
+        learned_params_per_feature=learned, learned_bytes=sum(method.learned_bytes()),
         aux_bytes=sum(aux), aux_bytes_per_feature=aux,
     )
     return record.data

@@ -87,3 +87,18 @@ class RunRecord:
                 f"cannot write {self.path} ({describe_os_error(err)}); {kept}. "
                 "Free space or make the folder writable, or choose another with hydra.run.dir=..."
             ) from None
+
+
+def record_job_failure(path: Path | str, status: str, error: str, **identity: Any) -> bool:
+    """Leaves a ``metrics.json`` for a sweep job that failed before its run wrote one.
+
+    A job refused before training (a missing baseline, a bad value for this grid point)
+    has no record yet; without one, the results tables could not show it as failed. An
+    existing record is never touched (the run wrote its own status, or the folder belongs
+    to another live run). Returns whether it wrote.
+    """
+    path = Path(path)
+    if path.exists():
+        return False
+    RunRecord(path, status=status, error=error, **identity)
+    return True
