@@ -127,3 +127,24 @@ def test_bad_structure_settings_are_config_errors(tmp_path):
         variance_shares({"coarse": 1, "id": 1})
     with pytest.raises(ConfigError, match="variance_weights"):
         variance_shares({"coarse": -1, "subgroup": 1, "id": 1})
+
+
+def test_parallel_builders_of_one_dataset_take_turns(tmp_path):
+    """Two sweep jobs that both find the dataset missing: one builds, the other reuses it."""
+    import multiprocessing as mp
+
+    from cce_dlrm.data.synthetic import build
+
+    target = tmp_path / "shared"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=build, args=(str(target),),
+                         kwargs=dict(rows=4000, max_cardinality=300, progress=False)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    from cce_dlrm.data.processed import ProcessedDataset
+
+    assert ProcessedDataset(target).rows["train"] > 0
+    assert not target.with_name("shared.tmp").exists()

@@ -45,6 +45,8 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import shutil
@@ -195,6 +197,19 @@ class _World:
 DEFAULT_WEIGHTS = {"coarse": 1.0, "subgroup": 1.0, "id": 1.0}
 
 
+@contextlib.contextmanager
+def _build_lock(path: Path):
+    """An exclusive lock on ``<path>.lock`` for as long as the block runs."""
+    lock_path = path.with_name(path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def build(
     path: str | Path,
     rows: int = 4_000_000,
@@ -227,52 +242,55 @@ def build(
         ids_per_subgroup=ids_per_subgroup, coarse_exponent=coarse_exponent,
         zipf_exponent=zipf_exponent, ctr=ctr, seed=seed,
     )
-    meta_path = path / META_FILE
-    if meta_path.is_file() and json.loads(meta_path.read_text()).get("generator") == params:
+    # one builder at a time: parallel sweep jobs (Hydra's joblib launcher) may all find the
+    # dataset missing; the others wait and then reuse what the first one wrote
+    with _build_lock(path):
+        meta_path = path / META_FILE
+        if meta_path.is_file() and json.loads(meta_path.read_text()).get("generator") == params:
+            return path
+
+        start = time.time()
+        cards = scaled_cardinalities(max_cardinality)
+        world = _World(cards, latent_dim, structure, weights, ids_per_subgroup, coarse_exponent,
+                       zipf_exponent, seed)
+        world.fit_bias(ctr, np.random.default_rng(np.random.SeedSequence([seed, 2])))
+        n_val, n_test = int(rows * val_fraction), int(rows * test_fraction)
+        counts = {"train": rows - n_val - n_test, "val": n_val, "test": n_test}
+
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        clicks = 0
+        bar = tqdm(total=rows, unit="rows", unit_scale=True, desc=f"generating {path.name}",
+                   disable=not progress)
+        for split_index, split in enumerate(SPLITS):
+            writer = SplitWriter(tmp, split)
+            done, chunk_index = 0, 0
+            while done < counts[split]:
+                n = min(chunk_rows, counts[split] - done)
+                rng = np.random.default_rng(np.random.SeedSequence([seed, 3, split_index, chunk_index]))
+                dense, sparse, logits = world.chunk(n, rng)
+                labels = (rng.random(n) < 1 / (1 + np.exp(-logits))).astype(np.uint8)
+                writer.write(dense, sparse, labels)
+                clicks += int(labels.sum())
+                done += n
+                chunk_index += 1
+                bar.update(n)
+            writer.finish()
+        bar.close()
+        write_meta(tmp, {
+            "dataset": "synthetic",
+            "cardinalities": cards,
+            "rows": counts,
+            "click_rate": clicks / max(rows, 1),
+            "generator": params,
+            "variance_shares": variance_shares(weights) if structure == "hierarchical" else {"id": 1.0},
+            "seconds": round(time.time() - start, 2),
+        })
+        shutil.rmtree(path, ignore_errors=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(path)
         return path
-
-    start = time.time()
-    cards = scaled_cardinalities(max_cardinality)
-    world = _World(cards, latent_dim, structure, weights, ids_per_subgroup, coarse_exponent,
-                   zipf_exponent, seed)
-    world.fit_bias(ctr, np.random.default_rng(np.random.SeedSequence([seed, 2])))
-    n_val, n_test = int(rows * val_fraction), int(rows * test_fraction)
-    counts = {"train": rows - n_val - n_test, "val": n_val, "test": n_test}
-
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    clicks = 0
-    bar = tqdm(total=rows, unit="rows", unit_scale=True, desc=f"generating {path.name}",
-               disable=not progress)
-    for split_index, split in enumerate(SPLITS):
-        writer = SplitWriter(tmp, split)
-        done, chunk_index = 0, 0
-        while done < counts[split]:
-            n = min(chunk_rows, counts[split] - done)
-            rng = np.random.default_rng(np.random.SeedSequence([seed, 3, split_index, chunk_index]))
-            dense, sparse, logits = world.chunk(n, rng)
-            labels = (rng.random(n) < 1 / (1 + np.exp(-logits))).astype(np.uint8)
-            writer.write(dense, sparse, labels)
-            clicks += int(labels.sum())
-            done += n
-            chunk_index += 1
-            bar.update(n)
-        writer.finish()
-    bar.close()
-    write_meta(tmp, {
-        "dataset": "synthetic",
-        "cardinalities": cards,
-        "rows": counts,
-        "click_rate": clicks / max(rows, 1),
-        "generator": params,
-        "variance_shares": variance_shares(weights) if structure == "hierarchical" else {"id": 1.0},
-        "seconds": round(time.time() - start, 2),
-    })
-    shutil.rmtree(path, ignore_errors=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(path)
-    return path
 
 
 def latent_world(max_cardinality: int = 1_000_000, latent_dim: int = 8, structure: str = "hierarchical",
