@@ -19,7 +19,7 @@ LAUNCH = $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_job
 BENCH_SCALE ?= small
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-fast smoke download-criteo preprocess reproduce-table1 bench clean-runs
+.PHONY: help venv test test-fast smoke download-criteo preprocess reproduce-table1 fairness bench clean-runs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-20s %s\n", $$1, $$2}'
@@ -56,11 +56,25 @@ preprocess: $(STAMP) ## raw Criteo files -> data/processed/$(DATASET)/ (Hydra ov
 # Table 1: the full-table baselines (one per dataset and seed, also the runs pq quantizes),
 # then the experiment's grid, then the table and figures. Finished runs are skipped, so a
 # rerun redoes only what is missing. JOBS > 1 runs the grid through Hydra's joblib launcher
-# (one thread per job); the baselines run one at a time since they also generate the data.
+# (one thread per job; parallel jobs that need the same synthetic dataset take turns building it).
 reproduce-table1: $(STAMP) ## Table 1 by the paper's protocol (EXPERIMENT=table1|table1_1epoch|table1_terabyte for Criteo; JOBS, ARGS) -> results/$(EXPERIMENT)/
-	$(PY) -m cce_dlrm.train -m experiment=$(EXPERIMENT) hydra.sweep.dir=$(RUNS_DIR)/$(EXPERIMENT) $(ARGS) method=full max_table_params=null
+	$(PY) -m cce_dlrm.train -m experiment=$(EXPERIMENT) hydra.sweep.dir=$(RUNS_DIR)/$(EXPERIMENT) $(LAUNCH) $(ARGS) method=full max_table_params=null
 	$(PY) -m cce_dlrm.train -m experiment=$(EXPERIMENT) hydra.sweep.dir=$(RUNS_DIR)/$(EXPERIMENT) $(LAUNCH) $(ARGS)
 	$(PY) -m cce_dlrm.results.table1 $(RUNS_DIR)/$(EXPERIMENT) --out $(RESULTS_DIR)/$(EXPERIMENT)
+
+# The fair-comparison evidence: the ablation baselines first (what the pq variants quantize),
+# then the lr sweep and each ablation variant, then the report.
+FAIRNESS = $(PY) -m cce_dlrm.train -m experiment=fairness_ablations hydra.sweep.dir=$(RUNS_DIR)/fairness_ablations
+fairness: $(STAMP) ## lr sensitivity (5 lrs) and ablations of every method at one cap, 3 seeds -> results/fairness/ (JOBS, ARGS)
+	$(FAIRNESS) $(LAUNCH) $(ARGS) method=full max_table_params=null variant=baseline
+	$(PY) -m cce_dlrm.train -m experiment=fairness_lr hydra.sweep.dir=$(RUNS_DIR)/fairness_lr $(LAUNCH) $(ARGS)
+	$(FAIRNESS) $(LAUNCH) $(ARGS) method=cce variant=cce
+	$(FAIRNESS) $(LAUNCH) $(ARGS) method=cce variant=cce_no_clustering method.cluster_every=0
+	$(FAIRNESS) $(LAUNCH) $(ARGS) method=cce variant=cce_residual method.residual=true
+	$(FAIRNESS) $(LAUNCH) $(ARGS) method=cce variant=cce_two_level method.two_level_above_cap=0
+	$(FAIRNESS) $(LAUNCH) $(ARGS) method=pq variant=pq
+	$(FAIRNESS) $(LAUNCH) $(ARGS) method=pq variant=pq_two_level method.two_level_above_cap=0
+	$(PY) -m cce_dlrm.results.fairness $(RUNS_DIR)/fairness_lr $(RUNS_DIR)/fairness_ablations --out $(RESULTS_DIR)/fairness
 
 bench: $(STAMP) ## speed, memory, scaling, clustering, preprocessing report -> results/bench/ (BENCH_SCALE=small|full)
 	$(PY) -m cce_dlrm.bench --scale $(BENCH_SCALE)
