@@ -60,7 +60,7 @@ def _assert_same_numbers(reference, resumed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method, nproc", [("full", 1), ("cce", 1), ("cce", 2)])
+@pytest.mark.parametrize("method, nproc", [("full", 1), ("full", 2), ("cce", 1), ("cce", 2)])
 def test_killed_and_resumed_run_ends_bit_identical(tmp_path, data_dir, method, nproc):
     extra = [*SHORT, *(CCE if method == "cce" else ["method=full"])]
     if method == "full":  # scalars every 5 steps: the killed run's last ones must not show twice
