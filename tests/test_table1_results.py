@@ -129,10 +129,23 @@ def test_degree_two_fit_that_never_crosses():
     caps = [1000, 2000, 4000, 8000]
     xs = [math.log(c) for c in caps]
     ys = [0.46 + 0.001 * (x - xs[-1] - 1) ** 2 for x in xs]  # falling, flattening above 0.46
-    assert fit_crossing(xs, ys, 0.45, 2) is None
-    c = find_crossing(caps, ys, 0.45)
-    assert c.fits[2] is None and c.fits[1] is not None and c.fits[1] > 8000
+    assert fit_crossing(xs, ys, 0.455, 2) is None
+    c = find_crossing(caps, ys, 0.455)
+    assert c.fits[2] is None and c.fits[1] is not None and 8000 < c.fits[1] < 80_000
     assert c.status == "extrapolated" and c.cap == c.fits[1]
+
+
+def test_a_fitted_crossing_more_than_ten_times_beyond_the_grid_is_not_used():
+    """A nearly flat curve puts its fitted crossing anywhere: past 10x the grid it is 'not reached'."""
+    caps = [1000, 2000, 4000, 8000]
+    xs = [math.log(c) for c in caps]
+    ys = [0.46 + 0.001 * (x - xs[-1] - 1) ** 2 for x in xs]
+    line = fit_crossing(xs, ys, 0.45, 1)
+    assert line is not None and math.exp(line) > 80_000  # the degree-1 fit does cross, far away
+    assert find_crossing(caps, ys, 0.45).status == "not reached"
+    flat_below = [0.4490, 0.4491, 0.4492, 0.4493]  # below the baseline everywhere, barely sloped
+    c = find_crossing(caps, flat_below, 0.45)
+    assert c.status == "below grid" and c.cap == 1000
 
 
 def test_crossing_beyond_the_full_table_is_not_reached():

@@ -16,8 +16,10 @@ Rules (written into every table's notes, ``RULES``):
   upwards); the smallest caps when the smallest cap already reaches it (downwards). A fit
   meets the baseline where it comes down through it (the root with negative slope; a
   parabola has at most one). Extrapolated crossings must lie beyond the grid on the side
-  being extrapolated, and every crossing below the largest full table (at or above it the
-  method keeps every table full: no compression).
+  being extrapolated, at most ``EXTRAPOLATION_LIMIT`` (10) times beyond the swept caps (a
+  curve that is nearly flat puts its fitted crossing anywhere, up to absurd factors), and
+  every crossing below the largest full table (at or above it the method keeps every table
+  full: no compression).
 - Without interpolation, the point estimate is the **conservative** fit (the larger cap).
   Where neither fit meets the baseline the status is ``not reached`` and there is no cap.
   Where the smallest swept cap already reaches the baseline and no fit places the crossing
@@ -34,6 +36,8 @@ import numpy as np
 
 FIT_POINTS = 4
 DEGREES = (1, 2)
+#: how far beyond the swept caps a fitted crossing may lie (a factor in cap)
+EXTRAPOLATION_LIMIT = 10.0
 
 RULES = (
     f"The cap where a method meets the baseline: linear interpolation of BCE against log(cap) between the "
@@ -41,7 +45,8 @@ RULES = (
     f"comes from degree-1 and degree-2 least-squares fits in log(cap) through the {FIT_POINTS} swept points "
     f"nearest the crossing (nearest the interpolated cap; the largest caps when extrapolating upwards; the "
     f"smallest when the smallest cap already reaches the baseline). A fit counts where it comes down through "
-    f"the baseline, beyond the grid when extrapolating, and below the largest full table. Extrapolated point "
+    f"the baseline, beyond the grid when extrapolating (at most {EXTRAPOLATION_LIMIT:g}x beyond the swept caps), and "
+    f"below the largest full table. Extrapolated point "
     f"estimates take the conservative fit (the larger cap). 'not reached': neither fit meets the baseline."
 )
 
@@ -110,14 +115,16 @@ def find_crossing(caps: Sequence[float], bce: Sequence[float], baseline: float, 
         return Crossing("no data")
     xs = [math.log(c) for c, _ in points]
     ys = [b for _, b in points]
-    limit = math.log(max_cap) if max_cap else math.inf
+    reach = math.log(EXTRAPOLATION_LIMIT)
+    limit = min(math.log(max_cap) if max_cap else math.inf, xs[-1] + reach)
+    floor = xs[0] - reach
     first = next((i for i, y in enumerate(ys) if y <= baseline), None)
 
     if first is not None and first > 0:  # the grid brackets the crossing
         x0, x1, y0, y1 = xs[first - 1], xs[first], ys[first - 1], ys[first]
         x_cross = x0 + (y0 - baseline) / (y0 - y1) * (x1 - x0)
         chosen = _nearest(xs, x_cross, fit_points)
-        fits = _fits(xs, ys, chosen, baseline, lambda x: x < limit)
+        fits = _fits(xs, ys, chosen, baseline, lambda x: floor < x < limit)
         return Crossing("interpolated", math.exp(x_cross), fits, [points[i][0] for i in chosen])
 
     if first is None:  # never reached inside the grid: extrapolate upwards
@@ -125,7 +132,7 @@ def find_crossing(caps: Sequence[float], bce: Sequence[float], baseline: float, 
         fits = _fits(xs, ys, chosen, baseline, lambda x: xs[-1] < x < limit)
     else:  # reached already at the smallest cap: extrapolate downwards
         chosen = list(range(min(fit_points, len(xs))))
-        fits = _fits(xs, ys, chosen, baseline, lambda x: x < min(xs[0], limit))
+        fits = _fits(xs, ys, chosen, baseline, lambda x: floor < x < min(xs[0], limit))
     found = [c for c in fits.values() if c is not None]
     fit_caps = [points[i][0] for i in chosen]
     if found:
