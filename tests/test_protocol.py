@@ -116,3 +116,20 @@ def test_a_rerun_sweep_redoes_only_unfinished_runs(tmp_path, data_dir):
     assert "hashing" not in "".join(l for l in second.stdout.splitlines() if l.startswith("skipped"))
     assert read_metrics(sweep / "hashing")["status"] == "completed"
     assert (sweep / "full" / "metrics.json").read_text() == full_before  # not redone
+
+
+@pytest.mark.slow
+def test_a_failing_sweep_job_is_recorded_and_the_sweep_goes_on(tmp_path, data_dir):
+    """pq without its baseline fails before training: one line, a failed record, and the next
+    job of the sweep still runs."""
+    sweep = tmp_path / "sweep"
+    done = run_cli(["-m", "experiment=smoke", f"paths.data_dir={data_dir}", f"hydra.sweep.dir={sweep}",
+                    "hydra.sweep.subdir=${hydra:runtime.choices.method}", "method=pq,hashing",
+                    f"baseline_run={tmp_path / 'nowhere'}", "trainer.max_steps=20", "trainer.val_every=10",
+                    "logger.tensorboard=false"], cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    failed = [line for line in done.stderr.splitlines() if line.startswith("job failed:")]
+    assert len(failed) == 1 and "baseline_run=" in failed[0] and "Traceback" not in done.stderr
+    record = read_metrics(sweep / "pq")
+    assert record["status"] == "failed" and record["method"] == "pq" and "baseline_run=" in record["error"]
+    assert read_metrics(sweep / "hashing")["status"] == "completed"

@@ -207,7 +207,7 @@ def train_loop(model: nn.Module, optimizer, method: EmbeddingMethod, context: Tr
     bar = progress_bar(total=steps, initial=step, desc="train", enabled=settings.progress and is_main,
                        batch_size=train.batch_size, per_epoch=len(train))
     window_start = time.perf_counter()
-    while step < steps:
+    while step < steps and result.stopped_early_at_epoch is None:  # (a resumed run may have stopped)
         # the order of an epoch depends only on (seed, epoch): a resumed run skips what it did
         for batch in train.epoch(result.epoch, result.batch_in_epoch):
             tic = time.perf_counter()
