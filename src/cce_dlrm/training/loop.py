@@ -259,8 +259,6 @@ def train_loop(model: nn.Module, optimizer, method: EmbeddingMethod, context: Tr
                 os.kill(os.getpid(), signal.SIGKILL)
             if step >= steps or result.stopped_early_at_epoch is not None:
                 break
-        if result.stopped_early_at_epoch is not None:
-            break
     bar.close()
     check_finite()
     result.steps = step
