@@ -142,6 +142,25 @@ class EmbeddingMethod(nn.Module, metaclass=ABCMeta):
     #: quantization): the run then reports the final evaluation, not the best during training.
     report_final_only = False
 
+    # --- sharding: what DistributedModelParallel and the fused optimizer need to know -------
+    def table_modules(self) -> list[nn.Module]:
+        """The torchrec modules holding this method's tables: DMP shards them and the fused
+        optimizer trains their parameters (none for a method without torchrec tables)."""
+        return []
+
+    def table_names(self) -> list[str]:
+        """Names of the tables in ``table_modules()`` (the keys of sharding constraints)."""
+        return []
+
+    def sharders(self) -> list:
+        """Extra torchrec module sharders the method's ``table_modules()`` need (beyond the
+        ``EmbeddingBagCollection`` one every run registers)."""
+        return []
+
+    def allowed_sharding_types(self) -> dict[str, list[str]]:
+        """Tables whose sharding types are restricted: name -> allowed torchrec sharding types."""
+        return {}
+
     def on_train_step(self, step: int, total_steps: int, context: "TrainContext") -> dict[str, float]:
         """Called after every optimizer step (``step`` counts from 1); dynamic methods act here.
 
@@ -460,6 +479,12 @@ class TableMethod(EmbeddingMethod):
 
     def table_access(self) -> TableAccess:
         return TableAccess(self.ebc)
+
+    def table_modules(self) -> list[nn.Module]:
+        return [self.ebc]
+
+    def table_names(self) -> list[str]:
+        return list(self.sub_keys)
 
 
 def iter_sub_tables(module: nn.Module) -> Iterator[tuple[str, TableMethod]]:

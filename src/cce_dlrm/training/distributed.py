@@ -25,7 +25,7 @@ from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backwa
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
-from cce_dlrm.embeddings.base import ConfigError, TableMethod
+from cce_dlrm.embeddings.base import ConfigError, EmbeddingMethod
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,11 @@ def quiet_library_logs() -> None:
     logging.getLogger("torchrec.distributed.collective_utils").setLevel(logging.WARNING)
     logging.getLogger("torchrec.distributed.embedding_lookup").setLevel(logging.WARNING)
     logging.getLogger("torchrec.distributed.embeddingbag").setLevel(logging.WARNING)
+    # managed-collision modules log their internal splits once and every eviction at INFO
+    logging.getLogger("torchrec.distributed.mc_modules").setLevel(logging.WARNING)
+    logging.getLogger("torchrec.distributed.mc_embedding_modules").setLevel(logging.WARNING)
+    # row-wise shards call collectives PyTorch has renamed (torchrec's code, nothing to act on)
+    warnings.filterwarnings("ignore", message=".*`torch.distributed.(reduce_scatter_tensor|all_gather_into_tensor)` is deprecated.*")
     # torchrec/fbgemm log these through the root logger, once per table or kernel
     logging.getLogger().addFilter(_drop_library_chatter)
     warnings.filterwarnings("ignore", message=".*dense_embedding_codegen_lookup_function.*")
@@ -123,23 +128,32 @@ def shard_model(model: nn.Module, runtime: Runtime, sharding_type: str, lr: floa
 
     Embedding tables get fbgemm's fused SGD (applied in the backward pass, no gradient
     tensors for the tables); everything else (MLPs, non-table method parameters) plain SGD
-    over DDP. Both use ``lr``, as the DLRM reference does.
+    over DDP. Both use ``lr``, as the DLRM reference does. A method names its torchrec modules,
+    any sharders they need beyond the collection one, and tables whose sharding types torchrec
+    restricts (``EmbeddingMethod.table_modules``/``sharders``/``allowed_sharding_types``).
     """
     if sharding_type not in SHARDING_TYPES:
         raise ConfigError(f"sharding_type must be one of {sorted(SHARDING_TYPES)}, got {sharding_type!r}")
     if sharding_type == "row_wise" and runtime.device.type != "cuda":
         raise ConfigError("row_wise sharding needs CUDA (fbgemm has no CPU kernel for it)")
-    tables = [t for _, m in _table_methods(model) for t in m.sub_tables]
-    for _, method in _table_methods(model):
-        apply_optimizer_in_backward(torch.optim.SGD, method.ebc.parameters(), {"lr": lr})
-    constraints = None
-    if SHARDING_TYPES[sharding_type] is not None:
-        constraints = {t.name: ParameterConstraints(sharding_types=[SHARDING_TYPES[sharding_type]])
-                       for t in tables}
+    requested = SHARDING_TYPES[sharding_type]
+    constraints: dict[str, ParameterConstraints] = {}
+    methods = _methods(model)
+    for method in methods:
+        for module in method.table_modules():
+            apply_optimizer_in_backward(torch.optim.SGD, module.parameters(), {"lr": lr})
+        allowed = method.allowed_sharding_types()  # a method's own limits (torchrec's sharders)
+        for name in method.table_names():
+            types = allowed.get(name, [requested] if requested is not None else None)
+            if requested is not None and requested not in types:
+                raise ConfigError(f"{type(method).__name__}: table {name} can only be sharded "
+                                  f"{' or '.join(types)}, not {sharding_type}; use sharding_type=auto")
+            if types is not None:
+                constraints[name] = ParameterConstraints(sharding_types=list(types))
     topology = Topology(world_size=runtime.world_size, compute_device=runtime.device.type,
                         local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", runtime.world_size)))
-    sharders = [EmbeddingBagCollectionSharder()]
-    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
+    sharders = [s for m in methods for s in m.sharders()] + [EmbeddingBagCollectionSharder()]
+    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints or None)
     plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
     log.info("sharding plan: %s", plan_summary(plan))
     dmp = DistributedModelParallel(model, device=runtime.device, plan=plan, sharders=sharders)
@@ -159,8 +173,8 @@ def plan_summary(plan) -> dict[str, int]:
     return counts
 
 
-def _table_methods(model: nn.Module):
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, TableMethod)]
+def _methods(model: nn.Module) -> list[EmbeddingMethod]:
+    return [m for m in model.modules() if isinstance(m, EmbeddingMethod)]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
