@@ -14,8 +14,8 @@ module; the unsharded module, used only in unit tests, leaves them as they are).
 The modules are torchrec's, wrapped in a ``ManagedCollisionEmbeddingBagCollection``; its
 sharder supports only row-wise sharding, so every managed-collision table is sharded row-wise
 (each rank's shard has its own remapper, its own share ``r / world_size`` of the rows and its
-own shared last row; ids are split over the shards by value, in ``world_size`` equal blocks
-of the feature's id range). Features whose full table fits ``P`` keep a plain full table (a
+own shared last row, so ``r - world_size`` ids are kept in all; ids are split over the shards
+by value, in ``world_size`` equal blocks of the feature's id range). Features whose full table fits ``P`` keep a plain full table (a
 torchrec ``EmbeddingBagCollection``, sharded like any other method's tables).
 
 Source: torchrec's managed collision modules (``MCHManagedCollisionModule``, "MCH" = managed
@@ -31,7 +31,10 @@ Init rule: the shared one (base.py): rows uniform with std ``init_std``, so vect
 with coordinate std ``init_std``. Unsharded, the tables are filled from ``seed`` (base's
 deterministic fill); under DMP torchrec fills each shard with the table's ``init_fn``, the
 same uniform distribution, from the global RNG (seeded by the run), and evicted rows are
-drawn again from it.
+drawn again from it. Effective step at init (``scripts/effective_step.py``: lr 1, 20,000 ids,
+P = 16,000, d = 16; 1 for a full table): about 0.84 +- 0.10 (the first training forward keeps
+999 of the batch's 1,950 distinct ids, which move by 1; the others share one row, whose pull
+has zero mean and a wide spread).
 
 Auxiliary memory (per compressed feature): the remapping state, int64 per row: the sorted
 kept raw ids, their rows, and the policy's metadata (``counts``; ``distance_lfu`` also
