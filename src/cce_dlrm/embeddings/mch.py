@@ -15,8 +15,9 @@ The modules are torchrec's, wrapped in a ``ManagedCollisionEmbeddingBagCollectio
 sharder supports only row-wise sharding, so every managed-collision table is sharded row-wise
 (each rank's shard has its own remapper, its own share ``r / world_size`` of the rows and its
 own shared last row, so ``r - world_size`` ids are kept in all; ids are split over the shards
-by value, in ``world_size`` equal blocks of the feature's id range). Features whose full table fits ``P`` keep a plain full table (a
-torchrec ``EmbeddingBagCollection``, sharded like any other method's tables).
+by value, in ``world_size`` equal blocks of the feature's id range). Features whose full
+table fits ``P`` keep a plain full table (a torchrec ``EmbeddingBagCollection``, sharded like
+any other method's tables).
 
 Source: torchrec's managed collision modules (``MCHManagedCollisionModule``, "MCH" = managed
 collision handling), the production way to serve more ids than rows. The idea of giving
@@ -66,9 +67,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
+from torchrec.distributed.embedding_types import EmbeddingComputeKernel
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.mc_embeddingbag import ManagedCollisionEmbeddingBagCollectionSharder
-from torchrec.distributed.embedding_types import EmbeddingComputeKernel
 from torchrec.distributed.types import ShardingType
 from torchrec.modules.mc_embedding_modules import ManagedCollisionEmbeddingBagCollection
 from torchrec.modules.mc_modules import (
@@ -77,6 +78,7 @@ from torchrec.modules.mc_modules import (
     ManagedCollisionCollection,
     MCHManagedCollisionModule,
 )
+from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from cce_dlrm.embeddings.base import (
     ConfigError,
@@ -211,9 +213,7 @@ class MCHEmbedding(EmbeddingMethod):
         return [self.features[i].name for i in (*self.managed, *self.full)]
 
     def sharders(self) -> list:
-        if self.mc is None:
-            return []
-        return [_Sharder()]
+        return [_Sharder()] if self.mc is not None else []
 
     def allowed_sharding_types(self) -> dict[str, list[str]]:
         """torchrec's managed-collision sharder supports row-wise sharding only."""
@@ -259,8 +259,6 @@ class MCHEmbedding(EmbeddingMethod):
     def remapped_rows(self, feature: int, ids: torch.Tensor) -> torch.Tensor:
         """The rows of the unsharded table of managed feature ``feature`` that ``ids`` look up
         now (no profiling, no eviction); kept ids have rows of their own, others ``rows - 1``."""
-        from torchrec.sparse.jagged_tensor import JaggedTensor
-
         name = self.features[feature].name
         module = self.mc._managed_collision_collection._managed_collision_modules[name]
         jt = JaggedTensor(values=ids.to(torch.int64), lengths=torch.ones(ids.numel(), dtype=torch.int32))
