@@ -17,6 +17,7 @@ RESULTS_DIR ?= results
 JOBS ?= $(if $(filter cpu,$(DEVICE)),2,1)
 LAUNCH = $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS))
 BENCH_SCALE ?= small
+EXTRA_METHODS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv test test-fast smoke download-criteo preprocess reproduce-table1 fairness bench clean-runs
@@ -57,9 +58,12 @@ preprocess: $(STAMP) ## raw Criteo files -> data/processed/$(DATASET)/ (Hydra ov
 # then the experiment's grid, then the table and figures. Finished runs are skipped, so a
 # rerun redoes only what is missing. JOBS > 1 runs the grid through Hydra's joblib launcher
 # (one thread per job; parallel jobs that need the same synthetic dataset take turns building it).
-reproduce-table1: $(STAMP) ## Table 1 by the paper's protocol (EXPERIMENT=table1|table1_1epoch|table1_terabyte for Criteo; JOBS, ARGS) -> results/$(EXPERIMENT)/
+# EXTRA_METHODS=mch,cafe,mde,dpq adds optional columns: the same grid (caps, seeds, datasets)
+# for those methods, swept after the experiment's own columns and in the same table.
+reproduce-table1: $(STAMP) ## Table 1 by the paper's protocol (EXPERIMENT=table1|table1_1epoch|table1_terabyte for Criteo; EXTRA_METHODS, JOBS, ARGS) -> results/$(EXPERIMENT)/
 	$(PY) -m cce_dlrm.train -m experiment=$(EXPERIMENT) hydra.sweep.dir=$(RUNS_DIR)/$(EXPERIMENT) $(LAUNCH) $(ARGS) method=full max_table_params=null
 	$(PY) -m cce_dlrm.train -m experiment=$(EXPERIMENT) hydra.sweep.dir=$(RUNS_DIR)/$(EXPERIMENT) $(LAUNCH) $(ARGS)
+	$(if $(EXTRA_METHODS),$(PY) -m cce_dlrm.train -m experiment=$(EXPERIMENT) hydra.sweep.dir=$(RUNS_DIR)/$(EXPERIMENT) $(LAUNCH) $(ARGS) method=$(EXTRA_METHODS))
 	$(PY) -m cce_dlrm.results.table1 $(RUNS_DIR)/$(EXPERIMENT) --out $(RESULTS_DIR)/$(EXPERIMENT)
 
 # The fair-comparison evidence: the ablation baselines first (what the pq variants quantize),

@@ -133,3 +133,28 @@ def test_a_failing_sweep_job_is_recorded_and_the_sweep_goes_on(tmp_path, data_di
     record = read_metrics(sweep / "pq")
     assert record["status"] == "failed" and record["method"] == "pq" and "baseline_run=" in record["error"]
     assert read_metrics(sweep / "hashing")["status"] == "completed"
+
+
+def _table1_commands(*variables) -> list[str]:
+    """The training commands ``make reproduce-table1`` would run (dry run: nothing runs)."""
+    import os
+    import subprocess
+
+    done = subprocess.run(["make", "-n", "reproduce-table1", "JOBS=1", *variables], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "EXTRA_METHODS"})
+    assert done.returncode == 0, done.stderr
+    return [line for line in done.stdout.splitlines() if "cce_dlrm.train" in line]
+
+
+def test_optional_table1_columns_are_one_more_sweep_over_the_same_grid():
+    """EXTRA_METHODS adds the newer methods as columns of the same grid; without it the
+    default sweep (and its time budget) is unchanged."""
+    default = _table1_commands()
+    assert len(default) == 2 and not any("method=mch" in c for c in default)
+    extra = _table1_commands("EXTRA_METHODS=mch,cafe,mde,dpq")
+    assert extra[:2] == default
+    assert len(extra) == 3 and extra[2].split()[-1] == "method=mch,cafe,mde,dpq"
+    # the grid's other axes (caps, seeds, datasets) come from the experiment: only the
+    # method axis is overridden
+    assert extra[2].split()[:-1] == default[1].split()

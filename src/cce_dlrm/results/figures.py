@@ -28,7 +28,7 @@ ROUND_KEY = "cluster/round"
 
 
 # one colour per method in every figure, whichever methods a sweep holds
-KNOWN = ("cce", "ce", "hashing", "qr", "dhe", "pq", "tt", "robe", "hemb")
+KNOWN = ("cce", "ce", "hashing", "qr", "dhe", "pq", "tt", "robe", "hemb", "mch", "cafe", "mde", "dpq")
 
 
 def _colors(methods) -> dict[str, str]:
