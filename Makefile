@@ -20,7 +20,7 @@ BENCH_SCALE ?= small
 EXTRA_METHODS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-fast smoke download-criteo preprocess reproduce-table1 fairness bench clean-runs
+.PHONY: help venv test test-fast smoke download-criteo preprocess reproduce-table1 fairness overfitting bench clean-runs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-20s %s\n", $$1, $$2}'
@@ -79,6 +79,11 @@ fairness: $(STAMP) ## lr sensitivity (5 lrs) and ablations of every method at on
 	$(FAIRNESS) $(LAUNCH) $(ARGS) method=pq variant=pq
 	$(FAIRNESS) $(LAUNCH) $(ARGS) method=pq variant=pq_two_level method.two_level_above_cap=0
 	$(PY) -m cce_dlrm.results.fairness $(RUNS_DIR)/fairness_lr $(RUNS_DIR)/fairness_ablations --out $(RESULTS_DIR)/fairness
+
+# Does a full table overfit after one epoch on the default synthetic data (as on Criteo Kaggle)?
+overfitting: $(STAMP) ## full vs hashing, 3 epochs on dataset=synthetic, 3 seeds (about 15 min) -> results/overfitting/ (JOBS, ARGS)
+	$(PY) -m cce_dlrm.train -m experiment=overfitting hydra.sweep.dir=$(RUNS_DIR)/overfitting $(LAUNCH) $(ARGS)
+	$(PY) -m cce_dlrm.results.overfitting $(RUNS_DIR)/overfitting --out $(RESULTS_DIR)/overfitting
 
 bench: $(STAMP) ## speed, memory, scaling, clustering, preprocessing report -> results/bench/ (BENCH_SCALE=small|full)
 	$(PY) -m cce_dlrm.bench --scale $(BENCH_SCALE)
