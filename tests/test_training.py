@@ -85,3 +85,15 @@ def test_cce_clusters_under_two_processes(tmp_path, data_dir):
 
 def _cards(data_dir):
     return json.loads((data_dir / "processed" / "synthetic_smoke" / "meta.json").read_text())["cardinalities"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [["method=cafe"], ["method=mde"], ["method=dpq"],
+                                   ["method=hashing", "table_precision=fp16"]],
+                         ids=["cafe", "mde", "dpq", "hashing-fp16"])
+def test_newer_methods_train_under_two_processes(tmp_path, data_dir, extra):
+    """The newer methods (mch has its own 2-process test) under DMP with 2 ranks."""
+    two, _ = _train(tmp_path, data_dir, "two", [*extra, "trainer.max_steps=20", "trainer.val_every=10",
+                                                "logger.tensorboard=false"], nproc=2)
+    assert two["status"] == "completed" and two["world_size"] == 2 and two["steps"] == 20
+    assert two["best_val_bce"] < two["baseline_bce"] + 0.05 and two["learned_params"] > 0
