@@ -48,6 +48,7 @@ BAD_VALUES = [
     (["trainer.lr=nan"], "trainer.lr must be a positive finite number, got nan"),
     (["trainer.lr=inf"], "trainer.lr must be a positive finite number, got inf"),
     (["trainer.lr=fast"], "trainer.lr must be a positive finite number, got 'fast'"),
+    (["trainer.optimizer=adam"], "trainer.optimizer must be one of sgd, rowwise_adagrad, got 'adam'"),
     (["trainer.checkpoint_every=-1"], "trainer.checkpoint_every must be an integer >= 0"),
     (["trainer.keep_checkpoints=0"], "trainer.keep_checkpoints must be a positive integer, got 0"),
     (["seed=-1"], "seed must be a non-negative integer, got -1"),
@@ -186,6 +187,13 @@ def test_error_printed_once_under_torchrun(tmp_path):
 
 def test_unknown_method(tmp_path, data_dir):
     _fails_cleanly(["method=nosuchmethod"], data_dir, tmp_path, "nosuchmethod")
+
+
+@pytest.mark.parametrize("method", ["cce", "cafe"])
+def test_methods_that_rewrite_rows_refuse_an_optimizer_with_row_state(tmp_path, data_dir, method):
+    _fails_cleanly([f"method={method}", "trainer.optimizer=rowwise_adagrad"], data_dir, tmp_path,
+                   "rewrites table rows during training and does not remap their optimizer state: "
+                   "use trainer.optimizer=sgd, not rowwise_adagrad")
 
 
 def test_budget_below_embedding_dim(tmp_path, data_dir):

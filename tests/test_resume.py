@@ -60,9 +60,13 @@ def _assert_same_numbers(reference, resumed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method, nproc", [("full", 1), ("full", 2), ("cce", 1), ("cce", 2), ("mch", 2)])
+@pytest.mark.parametrize("method, nproc", [("full", 1), ("full", 2), ("cce", 1), ("cce", 2), ("mch", 2),
+                                            ("adagrad", 1), ("adagrad", 2)])
 def test_killed_and_resumed_run_ends_bit_identical(tmp_path, data_dir, method, nproc):
-    extra = [*SHORT, *{"cce": CCE, "full": ["method=full"], "mch": ["method=mch"]}[method]]
+    # adagrad: full tables with row-wise Adagrad, whose per-row and dense accumulators the
+    # checkpoint must carry (sharded on 2 processes) for the resumed run to match
+    extra = [*SHORT, *{"cce": CCE, "full": ["method=full"], "mch": ["method=mch"],
+                       "adagrad": ["method=full", "trainer.optimizer=rowwise_adagrad", "trainer.lr=0.01"]}[method]]
     if method == "full":  # scalars every 5 steps: the killed run's last ones must not show twice
         extra += ["logger.tensorboard=true", "logger.log_every=5"]
     if nproc == 2 and method != "mch":  # mch's managed tables are row-wise (their remapping state too)
@@ -81,6 +85,9 @@ def test_killed_and_resumed_run_ends_bit_identical(tmp_path, data_dir, method, n
     if method == "cce":
         assert [e["step"] for e in interrupted["events"]] == [15]
 
+    if method == "adagrad" and nproc == 1:  # an SGD run cannot continue an Adagrad one
+        other = _cli(tmp_path, data_dir, run_dir, [*extra, "trainer.optimizer=sgd"], nproc)
+        _one_line_refusal(other, "optimizer: 'rowwise_adagrad' there, 'sgd' here")
     if method == "full" and nproc == 1:
         # refusals lose nothing: resume=false, and a checkpoint of another configuration
         refused = _cli(tmp_path, data_dir, run_dir, [*extra, "resume=false"], nproc)

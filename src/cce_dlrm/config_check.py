@@ -23,6 +23,7 @@ from omegaconf import DictConfig, ListConfig
 from cce_dlrm.embeddings.base import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("sgd", "rowwise_adagrad")
 
 
 def _is_int(value: Any) -> bool:
@@ -86,6 +87,9 @@ def _check_trainer(cfg: DictConfig, world_size: int) -> None:
         _positive_int(cfg, "trainer.max_steps", " (null: no limit)")
     _positive_int(cfg, "trainer.val_every")
     _positive_number(cfg, "trainer.lr")
+    optimizer = _select(cfg, "trainer.optimizer")
+    if optimizer is not None and optimizer not in OPTIMIZERS:
+        raise ConfigError(f"trainer.optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
     every = _select(cfg, "trainer.checkpoint_every")
     if every is not None and (not _is_int(every) or every < 0):
         raise ConfigError(f"trainer.checkpoint_every must be an integer >= 0 (0: only at validations), got {every!r}")

@@ -142,6 +142,12 @@ class EmbeddingMethod(nn.Module, metaclass=ABCMeta):
     #: quantization): the run then reports the final evaluation, not the best during training.
     report_final_only = False
 
+    #: True for methods whose training hooks write table rows (CCE's clustering rounds, CAFE's
+    #: migrations). Plain SGD has no per-row state, so nothing else needs to follow; an
+    #: optimizer with per-row state (``trainer.optimizer=rowwise_adagrad``) would keep a
+    #: rewritten row's stale accumulator, so these methods refuse it.
+    rewrites_table_rows = False
+
     # --- sharding: what DistributedModelParallel and the fused optimizer need to know -------
     def table_modules(self) -> list[nn.Module]:
         """The torchrec modules holding this method's tables: DMP shards them and the fused

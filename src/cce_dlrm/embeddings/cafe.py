@@ -72,6 +72,8 @@ def cafe_sizes(budget: int, dim: int, hot_share: float, slots: int) -> tuple[int
 class CAFEEmbedding(TableMethod):
     """Sketch-selected hot rows and shared hashed rows in one table per compressed feature."""
 
+    rewrites_table_rows = True   # migrations write hot rows: SGD only
+
     def __init__(self, features, dim, max_table_params, init_std, seed, device=None, *,
                  hot_share: float = 0.5, slots_per_bucket: int = 4, update_every: int = 1):
         if not 0 < hot_share < 1 or slots_per_bucket < 1 or update_every < 1:

@@ -143,6 +143,8 @@ class CCEEmbedding(TableMethod):
     two-level (None: always flat), see ``cce_dlrm.clustering.kmeans``.
     """
 
+    rewrites_table_rows = True   # clustering rounds write A and B: SGD only
+
     def __init__(self, features, dim, max_table_params, init_std, seed, device=None, *,
                  columns: int = 4, cluster_every: float = 0.25, cluster_unit: str = "epochs",
                  max_rounds: int | None = 2, last_cluster: float = 1.0,

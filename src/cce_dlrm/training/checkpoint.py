@@ -107,7 +107,9 @@ class SafeFileSystemReader(FileSystemReader):
 # run keys also for resuming (they decide the data order, batch split and RNG streams)
 MODEL_KEYS = ("method", "method_config", "dataset", "cardinalities", "max_table_params",
               "embedding_dim", "model", "table_precision")
-RUN_KEYS = ("seed", "batch_size", "world_size", "sharding_type", "lr", "epochs", "max_steps")
+RUN_KEYS = ("seed", "batch_size", "world_size", "sharding_type", "lr", "optimizer", "epochs", "max_steps")
+# keys added after checkpoints were first written: an older checkpoint had their default
+ADDED_KEY_DEFAULTS = {"optimizer": "sgd"}
 
 
 def fingerprint(cfg, method_key: str, cardinalities: list[int], world_size: int) -> dict:
@@ -123,6 +125,7 @@ def fingerprint(cfg, method_key: str, cardinalities: list[int], world_size: int)
         "table_precision": cfg.get("table_precision", "fp32"),
         "seed": cfg.seed, "batch_size": cfg.trainer.batch_size, "world_size": world_size,
         "sharding_type": cfg.trainer.sharding_type, "lr": cfg.trainer.lr,
+        "optimizer": cfg.trainer.get("optimizer", "sgd"),
         "epochs": cfg.trainer.epochs, "max_steps": cfg.trainer.max_steps,
     }
 
@@ -147,6 +150,7 @@ def _first_difference(saved: Any, current: Any, path: str) -> str | None:
 
 def check_fingerprint(saved: dict, current: dict, ckpt_dir: Path, keys=MODEL_KEYS + RUN_KEYS) -> None:
     """Raises CheckpointError naming the first setting in ``keys`` that differs."""
+    saved = {**ADDED_KEY_DEFAULTS, **saved}
     for key in keys:
         diff = _first_difference(saved.get(key), current.get(key), key)
         if diff:
@@ -463,8 +467,10 @@ def load_model_state(model: nn.Module, ckpt_dir: Path | str, fingerprint_: dict 
         # in place: sharded tables' local shards are views of the fused kernels' weights
         dcp.load(state, storage_reader=SafeFileSystemReader(str(ckpt_dir)), planner=planner)
     if optim_nested is not None and optim_tensors:
-        # the loaded tensors with the saved plain values (learning rates and the like)
-        optimizer.load_state_dict(_join(info["optimizer"], optim_tensors))
+        # this rank's own structure with the loaded tensors: ranks hold different keys (a
+        # table-wise table's row-wise Adagrad state lives only on its rank), and the plain
+        # values (lr, eps) come from the config, which the fingerprint has checked
+        optimizer.load_state_dict(_join(optim_nested, optim_tensors))
     return info
 
 

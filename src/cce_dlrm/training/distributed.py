@@ -21,6 +21,7 @@ from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.distributed.types import ShardingType
+import torchrec.optim as trec_optim
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
@@ -36,6 +37,15 @@ SHARDING_TYPES = {
     "table_column_wise": ShardingType.TABLE_COLUMN_WISE.value,
     "row_wise": ShardingType.ROW_WISE.value,
     "data_parallel": ShardingType.DATA_PARALLEL.value,
+}
+
+
+# trainer.optimizer -> (fused optimizer for the tables, optimizer for every other parameter).
+# torchrec maps the table one to fbgemm's kernel (EXACT_SGD, EXACT_ROWWISE_ADAGRAD); library
+# defaults for everything but lr (Adagrad: eps 1e-10, no weight decay)
+OPTIMIZERS = {
+    "sgd": (torch.optim.SGD, torch.optim.SGD),
+    "rowwise_adagrad": (trec_optim.RowWiseAdagrad, torch.optim.Adagrad),
 }
 
 
@@ -123,12 +133,15 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def shard_model(model: nn.Module, runtime: Runtime, sharding_type: str, lr: float) -> tuple[nn.Module, CombinedOptimizer]:
+def shard_model(model: nn.Module, runtime: Runtime, sharding_type: str, lr: float,
+                optimizer: str = "sgd") -> tuple[nn.Module, CombinedOptimizer]:
     """Wraps ``model`` in DistributedModelParallel and builds the optimizer.
 
-    Embedding tables get fbgemm's fused SGD (applied in the backward pass, no gradient
-    tensors for the tables); everything else (MLPs, non-table method parameters) plain SGD
-    over DDP. Both use ``lr``, as the DLRM reference does. A method names its torchrec modules,
+    Embedding tables get fbgemm's fused optimizer (applied in the backward pass, no gradient
+    tensors for the tables); everything else (MLPs, non-table method parameters) the dense
+    one over DDP (see ``OPTIMIZERS``). Both use ``lr``, as the DLRM reference does. A
+    method whose hooks rewrite table rows accepts only SGD (``rewrites_table_rows``).
+    A method names its torchrec modules,
     any sharders they need beyond the collection one, and tables whose sharding types torchrec
     restricts (``EmbeddingMethod.table_modules``/``sharders``/``allowed_sharding_types``).
     """
@@ -136,12 +149,18 @@ def shard_model(model: nn.Module, runtime: Runtime, sharding_type: str, lr: floa
         raise ConfigError(f"sharding_type must be one of {sorted(SHARDING_TYPES)}, got {sharding_type!r}")
     if sharding_type == "row_wise" and runtime.device.type != "cuda":
         raise ConfigError("row_wise sharding needs CUDA (fbgemm has no CPU kernel for it)")
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"trainer.optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    table_optimizer, dense_optimizer = OPTIMIZERS[optimizer]
     requested = SHARDING_TYPES[sharding_type]
     constraints: dict[str, ParameterConstraints] = {}
     methods = _methods(model)
     for method in methods:
+        if optimizer != "sgd" and method.rewrites_table_rows:
+            raise ConfigError(f"{type(method).__name__} rewrites table rows during training and does not remap "
+                              f"their optimizer state: use trainer.optimizer=sgd, not {optimizer}")
         for module in method.table_modules():
-            apply_optimizer_in_backward(torch.optim.SGD, module.parameters(), {"lr": lr})
+            apply_optimizer_in_backward(table_optimizer, module.parameters(), {"lr": lr})
         allowed = method.allowed_sharding_types()  # a method's own limits (torchrec's sharders)
         for name in method.table_names():
             types = allowed.get(name, [requested] if requested is not None else None)
@@ -159,7 +178,7 @@ def shard_model(model: nn.Module, runtime: Runtime, sharding_type: str, lr: floa
     dmp = DistributedModelParallel(model, device=runtime.device, plan=plan, sharders=sharders)
     dense = KeyedOptimizerWrapper(
         dict(in_backward_optimizer_filter(dmp.named_parameters())),
-        lambda params: torch.optim.SGD(params, lr=lr),
+        lambda params: dense_optimizer(params, lr=lr),
     )
     return dmp, CombinedOptimizer([dmp.fused_optimizer, dense])
 

@@ -150,7 +150,8 @@ def _train(cfg: DictConfig, run_dir: Path, method_key: str, runtime: Runtime, de
     method = model.embedding
     learned = method.learned_params()
     aux = method.aux_bytes()
-    model, optimizer = shard_model(model, runtime, trainer.sharding_type, trainer.lr)
+    model, optimizer = shard_model(model, runtime, trainer.sharding_type, trainer.lr,
+                                   trainer.get("optimizer", "sgd"))
     method = unwrap(model).embedding
     access = _table_access(model, method, runtime)
     if isinstance(access, ShardedTableAccess):
@@ -200,7 +201,7 @@ def _train(cfg: DictConfig, run_dir: Path, method_key: str, runtime: Runtime, de
         method=method_key, dataset=cfg.dataset.name, max_table_params=cfg.max_table_params,
         embedding_dim=cfg.model.embedding_dim, seed=cfg.seed, world_size=runtime.world_size,
         device=runtime.device.type, sharding_type=trainer.sharding_type,
-        batch_size=trainer.batch_size, lr=trainer.lr,
+        batch_size=trainer.batch_size, lr=trainer.lr, optimizer=trainer.get("optimizer", "sgd"),
         planned_steps=total_steps(settings, len(loaders["train"])),
         learned_params=sum(learned), learned_params_largest_table=max(learned),
         learned_params_per_feature=learned,
