@@ -2,16 +2,16 @@
 
     python -m cce_dlrm.results.overfitting runs/overfitting --out results/overfitting
 
-reads every ``metrics.json`` under the folder (``experiment=overfitting``: ``full`` and
-``hashing`` for 3 epochs, validated 4 times per epoch, no early stopping) and writes
-``<out>/overfitting.md``, ``overfitting.csv`` (one row per run and validation) and
-``figures/val_bce_by_epoch.png``.
+reads every ``metrics.json`` under the folder (``experiment=overfitting`` and
+``experiment=overfitting_small``: ``full`` and ``hashing`` for 3 epochs, validated 4 times
+per epoch, no early stopping) and writes ``<out>/overfitting.md``, ``overfitting.csv`` (one
+row per run and validation) and ``figures/val_bce_by_epoch.png``.
 
-Per method: validation BCE at each epoch end, mean ± std over seeds, its change from one
-epoch to the next, and per seed where the minimum was. A method "overfits after epoch e"
-when its mean validation BCE at the end of every later epoch is above the one at the end of
-epoch e; the table says so, or that it is still falling. Runs that did not complete are
-listed and never averaged.
+Per setting (dataset, optimizer and learning rate) and method: validation BCE at each epoch
+end, mean ± std over seeds, its change from one epoch to the next, and per seed where the
+minimum was. A method "rises after epoch e" when its mean validation BCE at the end of every
+later epoch is above the one at the end of epoch e; the table says so, or that it is still
+falling. Runs that did not complete are listed and never averaged.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = ["method", "seed", "status", "step", "epoch", "val_bce", "run_dir"]
+SETTING = ["dataset", "optimizer", "lr"]
+KEY = [*SETTING, "method"]
+COLUMNS = [*KEY, "seed", "status", "step", "epoch", "val_bce", "run_dir"]
 
 
 def load(root: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -43,7 +45,9 @@ def load(root: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
         for h in data.get("history") or []:
             if h.get("val_bce") is None:
                 continue
-            points.append({"method": data["method"], "seed": data.get("seed"), "status": "completed",
+            points.append({"dataset": data.get("dataset"), "optimizer": data.get("optimizer", "sgd"),
+                           "lr": data.get("lr"), "method": data["method"], "seed": data.get("seed"),
+                           "status": "completed",
                            "step": h["step"], "epoch": h["step"] / per_epoch, "val_bce": h["val_bce"],
                            "run_dir": str(path.parent)})
     points = pd.DataFrame(points, columns=COLUMNS).drop_duplicates(["run_dir", "step"])
@@ -51,11 +55,12 @@ def load(root: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def epoch_ends(points: pd.DataFrame) -> pd.DataFrame:
-    """Validation BCE at each whole epoch (rows: method, seed; columns: epoch 1, 2, ...)."""
+    """Validation BCE at each whole epoch (rows: dataset, optimizer, lr, method, seed;
+    columns: epoch 1, 2, ...)."""
     ends = points[(points.epoch - points.epoch.round()).abs() < 1e-9].copy()
     ends["epoch"] = ends.epoch.round().astype(int)
     ends = ends[ends.epoch >= 1]
-    return ends.pivot_table(index=["method", "seed"], columns="epoch", values="val_bce")
+    return ends.pivot_table(index=[*KEY, "seed"], columns="epoch", values="val_bce")
 
 
 def verdict(means: pd.Series) -> str:
@@ -72,18 +77,21 @@ def verdict(means: pd.Series) -> str:
 
 def markdown(points: pd.DataFrame, runs: pd.DataFrame) -> str:
     ends = epoch_ends(points)
-    lines = ["| method | seeds | " + " | ".join(f"val BCE, epoch {e}" for e in ends.columns)
+    lines = ["| dataset | optimizer, lr | method | seeds | "
+             + " | ".join(f"val BCE, epoch {e}" for e in ends.columns)
              + " | change per epoch | verdict (means) | minimum per seed (epoch) |",
-             "|---|---|" + "---|" * len(ends.columns) + "---|---|---|"]
-    for method, group in ends.groupby(level="method"):
+             "|---|---|---|---|" + "---|" * len(ends.columns) + "---|---|---|"]
+    for (dataset, optimizer, lr, method), group in ends.groupby(level=KEY, sort=True):
         mean, std = group.mean(), group.std()
         cells = [f"{mean[e]:.5f} ± {std[e]:.5f}" if len(group) > 1 else f"{mean[e]:.5f}" for e in ends.columns]
         changes = ", ".join(f"{mean[b] - mean[a]:+.5f}" for a, b in zip(ends.columns[:-1], ends.columns[1:]))
         mins = []
-        for seed, curve in points[points.method == method].groupby("seed"):
+        mine = points[(points.dataset == dataset) & (points.optimizer == optimizer) & (points.lr == lr)
+                      & (points.method == method)]
+        for seed, curve in mine.groupby("seed"):
             best = curve.loc[curve.val_bce.idxmin()]
             mins.append(f"s{seed}: {best.epoch:.2f}")
-        lines.append(f"| {method} | {len(group)} | " + " | ".join(cells)
+        lines.append(f"| {dataset} | {optimizer}, {lr:g} | {method} | {len(group)} | " + " | ".join(cells)
                      + f" | {changes} | {verdict(mean)} | {', '.join(mins)} |")
     bad = runs[runs.status != "completed"]
     if not bad.empty:
@@ -98,20 +106,23 @@ def plot(points: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
+    settings = list(points.groupby(SETTING, sort=True))
+    fig = Figure(figsize=(5 * len(settings), 4))
     cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (method, group) in enumerate(points.groupby("method")):
-        color = cycle[i % len(cycle)]
-        for _, curve in group.groupby("seed"):
-            curve = curve.sort_values("epoch")
-            ax.plot(curve.epoch, curve.val_bce, color=color, alpha=0.3, lw=1)
-        mean = group.groupby(group.epoch.round(3)).val_bce.mean()
-        ax.plot(mean.index, mean.values, color=color, lw=2, marker="o", ms=3, label=f"{method} (mean)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation BCE")
-    ax.set_title("Validation BCE during training (thin: seeds)")
-    ax.legend(fontsize=8)
+    colors = {m: cycle[i % len(cycle)] for i, m in enumerate(sorted(points.method.unique()))}
+    for k, ((dataset, optimizer, lr), setting) in enumerate(settings):
+        ax = fig.add_subplot(1, len(settings), k + 1)
+        for method, group in setting.groupby("method"):
+            for _, curve in group.groupby("seed"):
+                curve = curve.sort_values("epoch")
+                ax.plot(curve.epoch, curve.val_bce, color=colors[method], alpha=0.3, lw=1)
+            mean = group.groupby(group.epoch.round(3)).val_bce.mean()
+            ax.plot(mean.index, mean.values, color=colors[method], lw=2, marker="o", ms=3,
+                    label=f"{method} (mean)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation BCE")
+        ax.set_title(f"{dataset}, {optimizer} lr {lr:g} (thin: seeds)", fontsize=9)
+        ax.legend(fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
 
@@ -124,8 +135,10 @@ def write(root: Path | str, out: Path | str) -> str:
     out.mkdir(parents=True, exist_ok=True)
     points.to_csv(out / "overfitting.csv", index=False)
     text = ["# Does a full table overfit after one epoch?", "",
-            "Validation BCE at each epoch end (mean ± std over seeds) of `experiment=overfitting` "
-            "(see `configs/experiment/overfitting.yaml`); the figure shows every validation.", "",
+            "Validation BCE at each epoch end (mean ± std over seeds) of `experiment=overfitting` and "
+            "`experiment=overfitting_small` (see `configs/experiment/overfitting*.yaml`); the figure "
+            "shows every validation, one panel per dataset and optimizer (where the validation "
+            "schedule and an epoch end fall one step apart, both validations are drawn).", "",
             markdown(points, runs) if not points.empty else "No completed run.\n"]
     if not points.empty:
         plot(points, out / "figures" / "val_bce_by_epoch.png")
