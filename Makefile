@@ -81,8 +81,8 @@ fairness: $(STAMP) ## lr sensitivity (5 lrs) and ablations of every method at on
 	$(PY) -m cce_dlrm.results.fairness $(RUNS_DIR)/fairness_lr $(RUNS_DIR)/fairness_ablations --out $(RESULTS_DIR)/fairness
 
 # Does a full table overfit after one epoch (as on Criteo Kaggle)? On the default synthetic data
-# under SGD, and on a small instance under SGD and under row-wise Adagrad.
-overfitting: $(STAMP) ## full vs hashing for 3 epochs, 3 seeds: dataset=synthetic (SGD) and a small instance (SGD, row-wise Adagrad); about 20 min -> results/overfitting/ (JOBS, ARGS)
+# and on a small instance of it, each under SGD and under row-wise Adagrad.
+overfitting: $(STAMP) ## full vs hashing for 3 epochs, 3 seeds, SGD and row-wise Adagrad, default data and a small instance (about 35 min) -> results/overfitting/ (JOBS, ARGS)
 	$(PY) -m cce_dlrm.train -m experiment=overfitting hydra.sweep.dir=$(RUNS_DIR)/overfitting $(LAUNCH) $(ARGS)
 	$(PY) -m cce_dlrm.train -m experiment=overfitting_small hydra.sweep.dir=$(RUNS_DIR)/overfitting $(LAUNCH) $(ARGS)
 	$(PY) -m cce_dlrm.results.overfitting $(RUNS_DIR)/overfitting --out $(RESULTS_DIR)/overfitting

@@ -15,7 +15,7 @@ from cce_dlrm.embeddings.base import TrainContext
 from cce_dlrm.training import checkpoint as ckpt
 from cce_dlrm.training.checkpoint import (CheckpointError, best_checkpoint, fingerprint, latest_checkpoint,
                                           load_checkpoint, load_model_state, save_checkpoint)
-from cce_dlrm.training.run_folder import FolderLock, RunFolderTaken, decide_start
+from cce_dlrm.training.run_folder import FolderLock, RunFolderTaken, decide_start, run_settings
 from cce_dlrm.training.run_record import RunFolderError
 
 
@@ -179,6 +179,32 @@ def test_a_completed_run_is_refused_or_skipped_in_a_multirun(tmp_path):
         decide_start(tmp_path)
     decision = decide_start(tmp_path, multirun=True)
     assert decision.action == "skip" and decision.previous["best_val_bce"] == 0.45
+
+
+def _config(lr=0.5, **trainer):
+    """A resolved config as metrics.json records it (the parts run_settings reads, and others)."""
+    return {"method": {"_target_": "cce_dlrm.embeddings.hashing.HashingEmbedding"}, "model": {"embedding_dim": 16},
+            "dataset": {"name": "synthetic", "path": "/somewhere/data/processed/synthetic", "build": {"rows": 100}},
+            "max_table_params": 1600, "init_std": 0.05, "seed": 0, "table_precision": "fp32",
+            "logger": {"log_every": 100}, "paths": {"runs_dir": "runs"}, "baseline_run": None,
+            "trainer": {"lr": lr, "batch_size": 512, "checkpoint_every": 0, "sharding_type": "auto", **trainer}}
+
+
+def test_a_multirun_skips_a_completed_run_only_with_the_same_settings(tmp_path):
+    done = _config()  # recorded before trainer.optimizer existed: it ran SGD
+    _metrics(tmp_path, status="completed", best_val_bce=0.45, config=done)
+    same = run_settings({**_config(optimizer="sgd", checkpoint_every=500, sharding_type="table_wise"),
+                         "dataset": {**done["dataset"], "path": "/elsewhere"}, "logger": {"log_every": 7}})
+    assert decide_start(tmp_path, multirun=True, settings=same).action == "skip"
+    for other, diff in ((_config(lr=1.0), "trainer.lr: 0.5 there, 1.0 here"),
+                        (_config(optimizer="rowwise_adagrad"), "trainer.optimizer: 'sgd' there, 'rowwise_adagrad' here"),
+                        ({**_config(), "max_table_params": 3200}, "max_table_params: 1600 there, 3200 here")):
+        with pytest.raises(RunFolderTaken, match=f"holds a completed run with other settings \\({diff}\\); "
+                                                 "it is never overwritten: sweep into another folder"):
+            decide_start(tmp_path, multirun=True, settings=run_settings(other))
+    # a run recorded without its config: nothing to compare, skipped as before
+    _metrics(tmp_path / "bare", status="completed")
+    assert decide_start(tmp_path / "bare", multirun=True, settings=same).action == "skip"
 
 
 def test_unfinished_runs_resume_unless_resume_is_false(tmp_path):

@@ -107,11 +107,13 @@ def plot(points: pd.DataFrame, path: Path) -> None:
     from matplotlib.figure import Figure
 
     settings = list(points.groupby(SETTING, sort=True))
-    fig = Figure(figsize=(5 * len(settings), 4))
+    cols = min(2, len(settings))
+    rows = -(-len(settings) // cols)
+    fig = Figure(figsize=(5.5 * cols, 4 * rows))
     cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     colors = {m: cycle[i % len(cycle)] for i, m in enumerate(sorted(points.method.unique()))}
     for k, ((dataset, optimizer, lr), setting) in enumerate(settings):
-        ax = fig.add_subplot(1, len(settings), k + 1)
+        ax = fig.add_subplot(rows, cols, k + 1)
         for method, group in setting.groupby("method"):
             for _, curve in group.groupby("seed"):
                 curve = curve.sort_values("epoch")
@@ -124,6 +126,7 @@ def plot(points: pd.DataFrame, path: Path) -> None:
         ax.set_title(f"{dataset}, {optimizer} lr {lr:g} (thin: seeds)", fontsize=9)
         ax.legend(fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
 
 

@@ -130,13 +130,13 @@ def fingerprint(cfg, method_key: str, cardinalities: list[int], world_size: int)
     }
 
 
-def _first_difference(saved: Any, current: Any, path: str) -> str | None:
+def first_difference(saved: Any, current: Any, path: str) -> str | None:
     if isinstance(saved, dict) and isinstance(current, dict):
         for key in sorted(set(saved) | set(current)):
             where = f"{path}.{key}" if path else key
             if key not in saved or key not in current:
                 return f"{where}: {saved.get(key, '(absent)')!r} there, {current.get(key, '(absent)')!r} here"
-            diff = _first_difference(saved[key], current[key], where)
+            diff = first_difference(saved[key], current[key], where)
             if diff:
                 return diff
         return None
@@ -152,7 +152,7 @@ def check_fingerprint(saved: dict, current: dict, ckpt_dir: Path, keys=MODEL_KEY
     """Raises CheckpointError naming the first setting in ``keys`` that differs."""
     saved = {**ADDED_KEY_DEFAULTS, **saved}
     for key in keys:
-        diff = _first_difference(saved.get(key), current.get(key), key)
+        diff = first_difference(saved.get(key), current.get(key), key)
         if diff:
             raise CheckpointError(f"checkpoint {ckpt_dir} was written by another configuration "
                                   f"({diff}); use a new run folder for this one")

@@ -33,7 +33,7 @@ from cce_dlrm.training.checkpoint import (
     save_checkpoint,
 )
 from cce_dlrm.training.loop import LoopResult, LoopSettings, TrainingDiverged, total_steps, train_loop
-from cce_dlrm.training.run_folder import StartDecision, claim_run_folder
+from cce_dlrm.training.run_folder import StartDecision, claim_run_folder, run_settings
 from cce_dlrm.training.run_record import RunRecord
 from cce_dlrm.training.table_access import ShardedTableAccess
 
@@ -121,7 +121,8 @@ def run_training(cfg: DictConfig, run_dir: Path | str, method_key: str = "?", mu
     run_dir = Path(run_dir)
     runtime = init_runtime(cfg.device)
     lock, decision = claim_run_folder(run_dir, runtime.is_main, resume=bool(cfg.get("resume", True)),
-                                      multirun=multirun)
+                                      multirun=multirun,
+                                      settings=run_settings(OmegaConf.to_container(cfg, resolve=True)))
     try:
         if decision.action == "skip":
             if runtime.is_main:

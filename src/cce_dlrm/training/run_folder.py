@@ -5,7 +5,10 @@ A start into a run folder finds one of:
 * nothing (or only Hydra's files): a fresh run;
 * a completed run (``metrics.json`` status ``completed``): never overwritten. A single run
   stops with one line (exit 1); a job of a Hydra multirun is skipped as done, its metrics
-  returned, so the sweep goes on;
+  returned, so the sweep goes on, but only if the completed run had the same settings
+  (``run_settings``): a sweep re-run with another learning rate, optimizer or budget into
+  the same folder is refused with one line naming the first difference, never answered
+  with the old numbers;
 * an unfinished run (status ``running``: killed or preempted; ``failed``: an error): it
   continues from its latest checkpoint (``resume=true``, the default; with no checkpoint yet
   it starts again from scratch), or, with ``resume=false``, the start is refused;
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cce_dlrm.embeddings.base import ConfigError
-from cce_dlrm.training.checkpoint import checkpoints_dir, latest_checkpoint, remove_stale
+from cce_dlrm.training.checkpoint import first_difference, checkpoints_dir, latest_checkpoint, remove_stale
 
 LOCK = ".lock"
 METRICS = "metrics.json"
@@ -82,6 +85,33 @@ class StartDecision:
     previous: dict = field(default_factory=dict)   # the folder's metrics.json, if any
 
 
+# settings that do not change a run's numbers (where it logs, how often it checkpoints, how
+# its tables are placed: tests/test_training.py shows every sharding type gives the same ones)
+_NEUTRAL_TRAINER = ("checkpoint_every", "keep_checkpoints", "eval_batch_size", "sharding_type")
+# settings added after runs were first recorded: an older run had their default
+_ADDED_DEFAULTS = {"table_precision": "fp32", "optimizer": "sgd"}
+
+
+def run_settings(config: dict | None) -> dict | None:
+    """What decides a run's numbers, from its resolved config (``metrics.json``'s ``config``):
+    method, model, data (name and generator, not its path), budget, init, seed, precision and
+    the trainer's settings; not locations (a pq run's ``baseline_run`` is a folder, whose
+    checkpoint is checked when it is loaded). None when there is no config to read."""
+    if not isinstance(config, dict):
+        return None
+    dataset = config.get("dataset") or {}
+    trainer = {k: v for k, v in (config.get("trainer") or {}).items() if k not in _NEUTRAL_TRAINER}
+    trainer.setdefault("optimizer", _ADDED_DEFAULTS["optimizer"])
+    return {
+        "method": config.get("method"), "model": config.get("model"),
+        "dataset": {"name": dataset.get("name"), "build": dataset.get("build")},
+        "max_table_params": config.get("max_table_params"), "init_std": config.get("init_std"),
+        "seed": config.get("seed"),
+        "table_precision": config.get("table_precision", _ADDED_DEFAULTS["table_precision"]),
+        "trainer": trainer,
+    }
+
+
 def read_metrics(run_dir: Path) -> dict:
     try:
         return json.loads((run_dir / METRICS).read_text())
@@ -91,13 +121,23 @@ def read_metrics(run_dir: Path) -> dict:
         return {"status": "unreadable"}
 
 
-def decide_start(run_dir: Path | str, resume: bool = True, multirun: bool = False) -> StartDecision:
-    """Inspects a (locked) run folder and decides; refusals raise RunFolderTaken (one line)."""
+def decide_start(run_dir: Path | str, resume: bool = True, multirun: bool = False,
+                 settings: dict | None = None) -> StartDecision:
+    """Inspects a (locked) run folder and decides; refusals raise RunFolderTaken (one line).
+
+    ``settings``: this start's ``run_settings``; a multirun job skips a completed run only
+    when they equal the completed run's (or when either is unknown)."""
     run_dir = Path(run_dir)
     previous = read_metrics(run_dir)
     status = previous.get("status")
     if status == "completed":
         if multirun:
+            done = run_settings(previous.get("config"))
+            diff = first_difference(done, settings, "") if done and settings else None
+            if diff:
+                raise RunFolderTaken(f"run folder {run_dir} holds a completed run with other settings "
+                                     f"({diff}); it is never overwritten: sweep into another folder "
+                                     "(hydra.sweep.dir=...)")
             return StartDecision("skip", previous=previous)
         raise RunFolderTaken(f"run folder {run_dir} holds a completed run; it is never overwritten "
                              "(choose another folder with hydra.run.dir=...)")
@@ -122,8 +162,8 @@ def decide_start(run_dir: Path | str, resume: bool = True, multirun: bool = Fals
     return StartDecision("resume", checkpoint=str(checkpoint), previous=previous)
 
 
-def claim_run_folder(run_dir: Path | str, is_main: bool, resume: bool = True,
-                     multirun: bool = False) -> tuple[FolderLock | None, StartDecision]:
+def claim_run_folder(run_dir: Path | str, is_main: bool, resume: bool = True, multirun: bool = False,
+                     settings: dict | None = None) -> tuple[FolderLock | None, StartDecision]:
     """Rank 0 locks the folder and decides; every rank gets the decision (or the same refusal).
 
     Returns the held lock (rank 0; None elsewhere, and None when the run is skipped) and the
@@ -135,7 +175,7 @@ def claim_run_folder(run_dir: Path | str, is_main: bool, resume: bool = True,
     if is_main:
         try:
             lock = FolderLock(run_dir).acquire()
-            decision = decide_start(run_dir, resume, multirun)
+            decision = decide_start(run_dir, resume, multirun, settings)
         except (ConfigError, OSError) as err:
             error = str(err) if isinstance(err, ConfigError) else (
                 f"cannot use run folder {run_dir} ({err.strerror or err}); choose another with hydra.run.dir=...")
