@@ -48,6 +48,24 @@ def test_two_processes_match_one_process(tmp_path, data_dir, sharding):
 
 
 @pytest.mark.slow
+def test_rowwise_adagrad_is_the_same_update_whatever_the_sharding(tmp_path, data_dir):
+    """Sharded tables train with fbgemm's fused row-wise Adagrad, data-parallel ones with
+    torchrec's Python one: the plan must not change the numbers (element-wise Adagrad on the
+    data-parallel tables would)."""
+    runs = {}
+    for sharding in ("data_parallel", "table_wise", "column_wise"):
+        metrics, _ = _train(tmp_path, data_dir, sharding, [
+            "method=hashing", "trainer.optimizer=rowwise_adagrad", "trainer.lr=0.01",
+            f"trainer.sharding_type={sharding}", "logger.tensorboard=false"])
+        assert metrics["optimizer"] == "rowwise_adagrad"
+        runs[sharding] = [(h["step"], h["val_bce"]) for h in metrics["history"]]
+    print(runs)
+    for sharding in ("table_wise", "column_wise"):
+        for (step, bce), (ref_step, ref) in zip(runs[sharding], runs["data_parallel"], strict=True):
+            assert step == ref_step and bce == pytest.approx(ref, abs=1e-5)
+
+
+@pytest.mark.slow
 def test_multirun_gives_each_job_its_own_folder(tmp_path, data_dir):
     sweep = tmp_path / "sweep"
     result = run_cli(["-m", *SMOKE, f"paths.data_dir={data_dir}", f"hydra.sweep.dir={sweep}",

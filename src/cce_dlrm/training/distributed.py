@@ -40,12 +40,14 @@ SHARDING_TYPES = {
 }
 
 
-# trainer.optimizer -> (fused optimizer for the tables, optimizer for every other parameter).
-# torchrec maps the table one to fbgemm's kernel (EXACT_SGD, EXACT_ROWWISE_ADAGRAD); library
-# defaults for everything but lr (Adagrad: eps 1e-10, no weight decay)
+# trainer.optimizer -> (optimizer for the tables, for every other parameter, their settings
+# besides lr). torchrec maps the table one to fbgemm's fused kernel (EXACT_SGD,
+# EXACT_ROWWISE_ADAGRAD) for sharded tables; data-parallel tables are plain parameters trained
+# by the same class in Python (torchrec.optim.RowWiseAdagrad: the same update), so the plan
+# does not change the optimizer. eps is fbgemm's default, given to both.
 OPTIMIZERS = {
-    "sgd": (torch.optim.SGD, torch.optim.SGD),
-    "rowwise_adagrad": (trec_optim.RowWiseAdagrad, torch.optim.Adagrad),
+    "sgd": (torch.optim.SGD, torch.optim.SGD, {}),
+    "rowwise_adagrad": (trec_optim.RowWiseAdagrad, torch.optim.Adagrad, {"eps": 1e-8}),
 }
 
 
@@ -151,7 +153,7 @@ def shard_model(model: nn.Module, runtime: Runtime, sharding_type: str, lr: floa
         raise ConfigError("row_wise sharding needs CUDA (fbgemm has no CPU kernel for it)")
     if optimizer not in OPTIMIZERS:
         raise ConfigError(f"trainer.optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
-    table_optimizer, dense_optimizer = OPTIMIZERS[optimizer]
+    table_optimizer, dense_optimizer, settings = OPTIMIZERS[optimizer]
     requested = SHARDING_TYPES[sharding_type]
     constraints: dict[str, ParameterConstraints] = {}
     methods = _methods(model)
@@ -160,7 +162,7 @@ def shard_model(model: nn.Module, runtime: Runtime, sharding_type: str, lr: floa
             raise ConfigError(f"{type(method).__name__} rewrites table rows during training and does not remap "
                               f"their optimizer state: use trainer.optimizer=sgd, not {optimizer}")
         for module in method.table_modules():
-            apply_optimizer_in_backward(table_optimizer, module.parameters(), {"lr": lr})
+            apply_optimizer_in_backward(table_optimizer, module.parameters(), {"lr": lr, **settings})
         allowed = method.allowed_sharding_types()  # a method's own limits (torchrec's sharders)
         for name in method.table_names():
             types = allowed.get(name, [requested] if requested is not None else None)
@@ -176,11 +178,18 @@ def shard_model(model: nn.Module, runtime: Runtime, sharding_type: str, lr: floa
     plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
     log.info("sharding plan: %s", plan_summary(plan))
     dmp = DistributedModelParallel(model, device=runtime.device, plan=plan, sharders=sharders)
-    dense = KeyedOptimizerWrapper(
-        dict(in_backward_optimizer_filter(dmp.named_parameters())),
-        lambda params: dense_optimizer(params, lr=lr),
-    )
-    return dmp, CombinedOptimizer([dmp.fused_optimizer, dense])
+    rest = dict(in_backward_optimizer_filter(dmp.named_parameters()))
+    if optimizer == "sgd":  # one update rule for every parameter
+        dense = KeyedOptimizerWrapper(rest, lambda params: torch.optim.SGD(params, lr=lr))
+        return dmp, CombinedOptimizer([dmp.fused_optimizer, dense])
+    # data-parallel tables are not fused: they keep the tables' optimizer
+    names = {name for method in methods for name in method.table_names()}
+    tables = {k: p for k, p in rest.items() if k.endswith(".weight") and k.rsplit(".", 2)[-2] in names}
+    optimizers = [dmp.fused_optimizer]
+    for params, cls in ((tables, table_optimizer), ({k: p for k, p in rest.items() if k not in tables}, dense_optimizer)):
+        if params:
+            optimizers.append(KeyedOptimizerWrapper(params, lambda ps, cls=cls: cls(ps, lr=lr, **settings)))
+    return dmp, CombinedOptimizer(optimizers)
 
 
 def plan_summary(plan) -> dict[str, int]:
