@@ -295,3 +295,77 @@ def test_two_dmp_ranks_end_a_round_with_identical_maps_and_updated_shards(tmp_pa
             diff = (zero["after"] - zero["before"])[:n, f, 4 * j : 4 * j + 4].double()
             sums = torch.zeros(64, 4, dtype=torch.float64).index_add_(0, bucket, diff)
             assert sums.abs().max() < 1e-4
+
+
+def _table_states(optimizer) -> dict[str, float]:
+    """Sum of |state| per table over this rank's pieces (step counters left out)."""
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+
+    out = {}
+    for key, entry in optimizer.state_dict()["state"].items():
+        if ".embedding_bags." not in key:
+            continue
+        name = key.rsplit(".", 2)[-2]
+        for field, value in entry.items():
+            if field == "step":
+                continue
+            pieces = [s.tensor for s in value.local_shards()] if isinstance(value, ShardedTensor) else [value]
+            out[name] = out.get(name, 0.0) + sum(float(p.abs().sum()) for p in pieces)
+    return out
+
+
+def _adagrad_worker(rank: int, store: str, out: str, sharding: str) -> None:
+    """One rank of a 2-process run under row-wise Adagrad: 3 steps, one round, the states."""
+    import os
+
+    from cce_dlrm.training.distributed import init_runtime, shard_model, unwrap
+    from cce_dlrm.training.table_access import ShardedTableAccess
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
+    faiss.omp_set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    runtime = init_runtime("cpu")
+    model, optimizer = shard_model(_Model(make(device="meta")), runtime, sharding, lr=0.01,
+                                   optimizer="rowwise_adagrad")
+    method = unwrap(model).embedding
+    access = ShardedTableAccess(model, "embedding", method, runtime.device, optimizer)
+    access.reset(method)
+
+    def broadcast(tensor, src):
+        dist.broadcast(tensor, src)
+        return tensor
+
+    kjt = all_ids(FEATURES)
+    for _ in range(3):
+        loss = model(kjt)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    before = _table_states(optimizer)
+    method.cluster(TrainContext(tables=access, rank=rank, world_size=2, broadcast=broadcast))
+    after = _table_states(optimizer)
+    rewritten = [t.name for t in method.sub_tables if t.feature in set(method.compressed)]
+    torch.save({"before": before, "after": after, "rewritten": rewritten}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sharding", ["column_wise", "data_parallel"])
+def test_a_round_resets_the_rowwise_adagrad_state_of_a_and_b_only(tmp_path, sharding):
+    """Fused (sharded) and Python (data-parallel) row-wise Adagrad: after a round the
+    accumulators of the rewritten A_j, B_j are zero on every rank, every other table's are kept."""
+    mp.spawn(_adagrad_worker, args=(str(tmp_path / "store"), str(tmp_path), sharding), nprocs=2)
+    seen, kept_seen = set(), set()
+    for rank in (0, 1):  # a rank holds state only for the tables (or columns) it holds
+        saved = torch.load(tmp_path / f"rank{rank}.pt")
+        before, after, rewritten = saved["before"], saved["after"], set(saved["rewritten"])
+        assert set(after) == set(before)
+        for name in before:
+            if name in rewritten:
+                assert after[name] == 0.0, name
+                seen.add(name)
+            else:
+                assert after[name] == before[name] and before[name] > 0, name
+                kept_seen.add(name)
+        assert sum(before[n] for n in before if n in rewritten) > 0  # training had filled them
+    assert seen == rewritten and kept_seen, "every A_j, B_j reset somewhere; the full table kept"

@@ -142,10 +142,11 @@ class EmbeddingMethod(nn.Module, metaclass=ABCMeta):
     #: quantization): the run then reports the final evaluation, not the best during training.
     report_final_only = False
 
-    #: True for methods whose training hooks write table rows (CCE's clustering rounds, CAFE's
-    #: migrations). Plain SGD has no per-row state, so nothing else needs to follow; an
-    #: optimizer with per-row state (``trainer.optimizer=rowwise_adagrad``) would keep a
-    #: rewritten row's stale accumulator, so these methods refuse it.
+    #: True for methods whose training hooks write table rows without resetting those rows'
+    #: optimizer state (CAFE's migrations). Plain SGD has no per-row state; an optimizer with
+    #: per-row state (``trainer.optimizer=rowwise_adagrad``) would keep a rewritten row's stale
+    #: accumulator, so these methods refuse it. (CCE rewrites whole tables and resets their
+    #: state through ``TableAccess.reset_optimizer_state``.)
     rewrites_table_rows = False
 
     # --- sharding: what DistributedModelParallel and the fused optimizer need to know -------
@@ -222,6 +223,9 @@ class TableAccess:
     def write(self, name: str, value: torch.Tensor) -> None:
         with torch.no_grad():
             self._ebc.embedding_bags[name].weight.copy_(value)
+
+    def reset_optimizer_state(self, name: str) -> None:
+        """Zeroes the optimizer state of a rewritten table (none here: no optimizer is attached)."""
 
 
 @dataclass(frozen=True)

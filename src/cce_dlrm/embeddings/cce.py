@@ -20,7 +20,10 @@ parallelism rank 0 computes the round and broadcasts the maps and tables; every 
 writes the tables through ``context.tables`` (each its own shards) and swaps in the maps.
 
 Optimizer state: the paper's (and this project's default) optimizer is SGD, which has none.
-The round rewrites only ``A_j`` and ``B_j``; every other parameter is untouched.
+The round rewrites only ``A_j`` and ``B_j``; every other parameter is untouched. Under
+``trainer.optimizer=rowwise_adagrad`` the round also zeroes the Adagrad accumulators of the
+rewritten ``A_j`` and ``B_j`` (every row, as for tables that start training), the same way
+at every round; every other parameter keeps its state.
 
 Init rule: ``A_j`` and ``B_j`` (two summed slots) uniform with std ``init_std / sqrt(2)``
 each, so ``A_j + B_j`` has coordinate std ``init_std`` (base.py's rule for sums). Both
@@ -142,8 +145,6 @@ class CCEEmbedding(TableMethod):
     ``max_points_per_centroid``: FAISS k-means; ``two_level_above_cap``: caps above which k-means is
     two-level (None: always flat), see ``cce_dlrm.clustering.kmeans``.
     """
-
-    rewrites_table_rows = True   # clustering rounds write A and B: SGD only
 
     def __init__(self, features, dim, max_table_params, init_std, seed, device=None, *,
                  columns: int = 4, cluster_every: float = 0.25, cluster_unit: str = "epochs",
@@ -323,6 +324,7 @@ class CCEEmbedding(TableMethod):
         stats = context.broadcast(stats, 0).cpu()
         for name, (s, r, w) in where.items():
             tables.write(name, flat_tables[s : s + r * w].view(r, w))
+            tables.reset_optimizer_state(name)  # A_j, B_j start afresh (SGD: nothing to reset)
         self.cluster_ids = maps
         self.h_a.copy_(new_h_a)
         self.h_b.copy_(new_h_b)

@@ -77,9 +77,9 @@ def build_model(cfg: DictConfig, dataset: ProcessedDataset, device: str | None =
                 bottom_mlp=cfg.model.bottom_mlp, top_mlp=cfg.model.top_mlp)
 
 
-def _table_access(model, method, runtime: Runtime) -> TableAccess | None:
+def _table_access(model, method, runtime: Runtime, optimizer=None) -> TableAccess | None:
     if isinstance(method, TableMethod):
-        return ShardedTableAccess(model, "embedding", method, runtime.device)
+        return ShardedTableAccess(model, "embedding", method, runtime.device, optimizer)
     return None  # the method has no torchrec tables
 
 
@@ -154,7 +154,7 @@ def _train(cfg: DictConfig, run_dir: Path, method_key: str, runtime: Runtime, de
     model, optimizer = shard_model(model, runtime, trainer.sharding_type, trainer.lr,
                                    trainer.get("optimizer", "sgd"))
     method = unwrap(model).embedding
-    access = _table_access(model, method, runtime)
+    access = _table_access(model, method, runtime, optimizer)
     if isinstance(access, ShardedTableAccess):
         access.reset(method)
     context = TrainContext(tables=access, rank=runtime.rank, world_size=runtime.world_size,

@@ -22,8 +22,10 @@ from cce_dlrm.embeddings.base import TableAccess, TableMethod, fill_uniform_shar
 class ShardedTableAccess(TableAccess):
     """``read``/``write`` of sub-tables of the TableMethod at ``prefix`` inside a DMP model."""
 
-    def __init__(self, model: nn.Module, prefix: str, method: TableMethod, device: torch.device):
+    def __init__(self, model: nn.Module, prefix: str, method: TableMethod, device: torch.device,
+                 optimizer=None):
         self._model = model
+        self._optimizer = optimizer
         self._prefix = f"{prefix}.ebc.embedding_bags." if prefix else "ebc.embedding_bags."
         self._shapes = {t.name: (t.rows, t.dim) for t in method.sub_tables}
         self._device = device
@@ -64,6 +66,27 @@ class ShardedTableAccess(TableAccess):
         with torch.no_grad():
             for view, r0, c0 in self.local_shards(name):
                 view.copy_(value[r0 : r0 + view.shape[0], c0 : c0 + view.shape[1]].to(view.device))
+
+    def reset_optimizer_state(self, name: str) -> None:
+        """Zeroes every per-row state tensor the optimizer keeps for table ``name`` (fbgemm's
+        fused ``momentum1`` shards of a sharded table, torchrec's ``sum`` of a data-parallel
+        one), as for a table that starts training; step counters are left alone. In place:
+        both are views of the optimizer's own state. Nothing to do under SGD."""
+        if self._optimizer is None:
+            return
+        suffix = f"embedding_bags.{name}.weight"
+        with torch.no_grad():
+            for key, entry in self._optimizer.state_dict()["state"].items():
+                if not key.endswith(suffix):
+                    continue
+                for field, value in entry.items():
+                    if field == "step":
+                        continue
+                    if isinstance(value, ShardedTensor):
+                        for shard in value.local_shards():
+                            shard.tensor.zero_()
+                    elif isinstance(value, torch.Tensor):
+                        value.zero_()
 
     def reset(self, method: TableMethod) -> None:
         """The deterministic init of every sub-table, written shard by shard."""
