@@ -39,7 +39,7 @@ $(STAMP): $(REQS)
 
 venv: $(STAMP) ## create or refresh .venv (DEVICE=cpu|cuda)
 
-test: $(STAMP) ## run the whole test suite (about 11 minutes on 2 CPU cores, plus 1 to install)
+test: $(STAMP) ## run the whole test suite (about 12 minutes on 2 CPU cores, plus 1 to install)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP) ## the tests that take seconds (no end-to-end training)
