@@ -234,8 +234,14 @@ class _Model(torch.nn.Module):
         return self.dense(self.embedding(kjt)).pow(2).mean()
 
 
-def _two_rank_worker(rank: int, store: str, out: str, sharding: str) -> None:
-    """One rank of a 2-process gloo DMP run: train 3 steps, one round, train 1 step."""
+def _broadcast(tensor, src):
+    dist.broadcast(tensor, src)
+    return tensor
+
+
+def _trained_rank(rank: int, store: str, embedding, sharding: str, **optimizer_args):
+    """One rank of a 2-process gloo DMP run of ``_Model(embedding)``, trained 3 steps on every
+    id. Returns (model, optimizer, method, table access, the ids)."""
     import os
 
     from cce_dlrm.training.distributed import init_runtime, shard_model, unwrap
@@ -245,24 +251,26 @@ def _two_rank_worker(rank: int, store: str, out: str, sharding: str) -> None:
     faiss.omp_set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     runtime = init_runtime("cpu")
-    model, optimizer = shard_model(_Model(make(device="meta", residual=True)), runtime, sharding, lr=0.1)
+    model, optimizer = shard_model(_Model(embedding), runtime, sharding, **optimizer_args)
     method = unwrap(model).embedding
-    access = ShardedTableAccess(model, "embedding", method, runtime.device)
+    access = ShardedTableAccess(model, "embedding", method, runtime.device, optimizer)
     access.reset(method)
-
-    def broadcast(tensor, src):
-        dist.broadcast(tensor, src)
-        return tensor
-
     kjt = all_ids(FEATURES)
     for _ in range(3):
         loss = model(kjt)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    return model, optimizer, method, access, kjt
+
+
+def _two_rank_worker(rank: int, store: str, out: str, sharding: str) -> None:
+    """One rank of a 2-process gloo DMP run: train 3 steps, one round, train 1 step."""
+    model, optimizer, method, access, kjt = _trained_rank(
+        rank, store, make(device="meta", residual=True), sharding, lr=0.1)
     with torch.no_grad():
         before = method(kjt)
-    method.cluster(TrainContext(tables=access, rank=rank, world_size=2, broadcast=broadcast))
+    method.cluster(TrainContext(tables=access, rank=rank, world_size=2, broadcast=_broadcast))
     with torch.no_grad():
         after = method(kjt)
     loss = model(kjt)  # training goes on with the new maps
@@ -316,33 +324,10 @@ def _table_states(optimizer) -> dict[str, float]:
 
 def _adagrad_worker(rank: int, store: str, out: str, sharding: str) -> None:
     """One rank of a 2-process run under row-wise Adagrad: 3 steps, one round, the states."""
-    import os
-
-    from cce_dlrm.training.distributed import init_runtime, shard_model, unwrap
-    from cce_dlrm.training.table_access import ShardedTableAccess
-
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
-    faiss.omp_set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
-    runtime = init_runtime("cpu")
-    model, optimizer = shard_model(_Model(make(device="meta")), runtime, sharding, lr=0.01,
-                                   optimizer="rowwise_adagrad")
-    method = unwrap(model).embedding
-    access = ShardedTableAccess(model, "embedding", method, runtime.device, optimizer)
-    access.reset(method)
-
-    def broadcast(tensor, src):
-        dist.broadcast(tensor, src)
-        return tensor
-
-    kjt = all_ids(FEATURES)
-    for _ in range(3):
-        loss = model(kjt)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    _, optimizer, method, access, _ = _trained_rank(rank, store, make(device="meta"), sharding,
+                                                    lr=0.01, optimizer="rowwise_adagrad")
     before = _table_states(optimizer)
-    method.cluster(TrainContext(tables=access, rank=rank, world_size=2, broadcast=broadcast))
+    method.cluster(TrainContext(tables=access, rank=rank, world_size=2, broadcast=_broadcast))
     after = _table_states(optimizer)
     rewritten = [t.name for t in method.sub_tables if t.feature in set(method.compressed)]
     torch.save({"before": before, "after": after, "rewritten": rewritten}, f"{out}/rank{rank}.pt")

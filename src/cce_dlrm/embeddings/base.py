@@ -224,8 +224,8 @@ class TableAccess:
         with torch.no_grad():
             self._ebc.embedding_bags[name].weight.copy_(value)
 
-    def reset_optimizer_state(self, name: str) -> None:
-        """Zeroes the optimizer state of a rewritten table (none here: no optimizer is attached)."""
+    def reset_optimizer_state(self, names: list[str]) -> None:
+        """Zeroes the optimizer state of rewritten tables (none here: no optimizer is attached)."""
 
 
 @dataclass(frozen=True)

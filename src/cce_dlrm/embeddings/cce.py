@@ -324,7 +324,7 @@ class CCEEmbedding(TableMethod):
         stats = context.broadcast(stats, 0).cpu()
         for name, (s, r, w) in where.items():
             tables.write(name, flat_tables[s : s + r * w].view(r, w))
-            tables.reset_optimizer_state(name)  # A_j, B_j start afresh (SGD: nothing to reset)
+        tables.reset_optimizer_state(list(where))  # A_j, B_j start afresh (SGD: nothing to reset)
         self.cluster_ids = maps
         self.h_a.copy_(new_h_a)
         self.h_b.copy_(new_h_b)

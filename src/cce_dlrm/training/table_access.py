@@ -67,17 +67,17 @@ class ShardedTableAccess(TableAccess):
             for view, r0, c0 in self.local_shards(name):
                 view.copy_(value[r0 : r0 + view.shape[0], c0 : c0 + view.shape[1]].to(view.device))
 
-    def reset_optimizer_state(self, name: str) -> None:
-        """Zeroes every per-row state tensor the optimizer keeps for table ``name`` (fbgemm's
+    def reset_optimizer_state(self, names: list[str]) -> None:
+        """Zeroes every per-row state tensor the optimizer keeps for the tables ``names`` (fbgemm's
         fused ``momentum1`` shards of a sharded table, torchrec's ``sum`` of a data-parallel
         one), as for a table that starts training; step counters are left alone. In place:
         both are views of the optimizer's own state. Nothing to do under SGD."""
         if self._optimizer is None:
             return
-        suffix = f"embedding_bags.{name}.weight"
-        with torch.no_grad():
+        wanted = set(names)
+        with torch.no_grad():  # one state_dict for all of them: it builds every table's entry
             for key, entry in self._optimizer.state_dict()["state"].items():
-                if not key.endswith(suffix):
+                if ".embedding_bags." not in key or key.rsplit(".", 2)[-2] not in wanted:
                     continue
                 for field, value in entry.items():
                     if field == "step":
